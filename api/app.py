@@ -1,0 +1,57 @@
+"""The FastAPI application: routers, error handling, and the resources they share."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import errors
+from api.deps import Resources
+from api.limits import BodySizeLimit
+from api.routers import agents, auth, chat, health, sessions
+from chatee import temporal
+from chatee.bus import EventBus
+from chatee.config import ConfigError, Settings
+from chatee.db import create_engine, session_factory
+from chatee.logging import register_secret
+from chatee.redis import connect_redis
+
+
+def create_app(settings: Settings) -> FastAPI:
+    if settings.jwt_secret is None:
+        raise ConfigError("CHATEE_JWT_SECRET is not set (chatee dev generates one for you)")
+    for secret in (settings.jwt_secret, settings.llm_openai_api_key, settings.llm_deepseek_api_key):
+        register_secret(secret.get_secret_value() if secret else None)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.sqlalchemy_url())
+        redis = connect_redis(settings)
+        # lazy: the API starts (and /readyz reports) even while Temporal is still coming up
+        client = await temporal.connect(settings, lazy=True)
+        app.state.resources = Resources(
+            settings=settings,
+            engine=engine,
+            db=session_factory(engine),
+            redis=redis,
+            bus=EventBus(redis, settings.events.retention_seconds, settings.events.max_len),
+            temporal=client,
+        )
+        yield
+        await redis.aclose()
+        await engine.dispose()
+
+    app = FastAPI(
+        title="Chatee",
+        version="0.1.0",
+        summary="Chat backend where people talk to each other and to AI agents, on Temporal.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_request_bytes)
+    app.include_router(health.router)
+    for router in (auth.router, agents.router, sessions.router, chat.router):
+        app.include_router(router, prefix="/api/v1")
+    return app

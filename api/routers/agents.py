@@ -1,0 +1,90 @@
+"""Agents: CRUD over the caller's own agents (anyone else's is a 404)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+from sqlalchemy import select
+
+from api.deps import DB, Res, UserId, parse_id
+from api.errors import not_found
+from api.schemas import AgentIn, AgentOut
+from chatee import store
+from chatee.ids import new_id
+from chatee.models import Agent
+
+router = APIRouter(prefix="/agents", tags=["agents"])
+
+
+def agent_out(agent: Agent) -> AgentOut:
+    return AgentOut(
+        id=str(agent.id),
+        name=agent.name,
+        system_prompt=agent.system_prompt,
+        provider=agent.provider,
+        model=agent.model,
+        temperature=agent.temperature,
+        max_tokens=agent.max_tokens,
+        mcp_servers=agent.mcp_servers,
+        chain=agent.chain,
+        double_texting=agent.double_texting,
+        memory=agent.memory,
+        created_at=agent.created_at,
+        updated_at=agent.updated_at,
+    )
+
+
+def _apply(agent: Agent, body: AgentIn, res: Res) -> None:
+    agent.name = body.name
+    agent.system_prompt = body.system_prompt
+    agent.provider = body.provider or res.settings.llm_default_provider
+    agent.model = body.model or res.settings.llm_default_model
+    agent.temperature = body.temperature
+    agent.max_tokens = body.max_tokens
+    agent.mcp_servers = body.mcp_servers
+    agent.chain = list(body.chain)
+    agent.double_texting = body.double_texting
+    agent.memory = body.memory
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_agent(body: AgentIn, user_id: UserId, db: DB, res: Res) -> AgentOut:
+    agent = Agent(id=new_id(), owner_id=user_id)
+    _apply(agent, body, res)
+    db.add(agent)
+    await db.commit()
+    return agent_out(agent)
+
+
+@router.get("")
+async def list_agents(user_id: UserId, db: DB) -> list[AgentOut]:
+    rows = await db.execute(select(Agent).where(Agent.owner_id == user_id).order_by(Agent.id))
+    return [agent_out(a) for a in rows.scalars()]
+
+
+@router.get("/{agent_id}")
+async def get_agent(agent_id: str, user_id: UserId, db: DB) -> AgentOut:
+    agent = await store.owned_agent(db, user_id, parse_id(agent_id, "agent"))
+    if agent is None:
+        raise not_found("agent")
+    return agent_out(agent)
+
+
+@router.put("/{agent_id}")
+async def replace_agent(agent_id: str, body: AgentIn, user_id: UserId, db: DB, res: Res) -> AgentOut:
+    agent = await store.owned_agent(db, user_id, parse_id(agent_id, "agent"))
+    if agent is None:
+        raise not_found("agent")
+    _apply(agent, body, res)
+    await db.commit()
+    await db.refresh(agent)
+    return agent_out(agent)
+
+
+@router.delete("/{agent_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_agent(agent_id: str, user_id: UserId, db: DB) -> Response:
+    agent = await store.owned_agent(db, user_id, parse_id(agent_id, "agent"))
+    if agent is None:
+        raise not_found("agent")
+    await db.delete(agent)
+    await db.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

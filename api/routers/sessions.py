@@ -1,0 +1,188 @@
+"""Agent sessions: each one is an `AgentSession` workflow (`session-<id>`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, status
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sse_starlette import EventSourceResponse
+from temporalio.client import WorkflowQueryFailedError
+from temporalio.service import RPCError
+
+from api.deps import DB, Res, UserId, parse_id
+from api.errors import Problem, not_found, unavailable
+from api.schemas import MessageOut, MessagePage, SessionIn, SessionOut, SessionStateOut
+from api.sse import event_source
+from chatee import store, temporal
+from chatee.bus import STREAM_ID
+from chatee.ids import new_id
+from chatee.models import Session
+from workflows.types import (
+    AGENTS_QUEUE,
+    SessionInput,
+    SessionState,
+    TurnOptions,
+    session_workflow_id,
+)
+
+router = APIRouter(prefix="/sessions", tags=["sessions"])
+
+
+def session_out(session: Session, state: SessionState | None = None) -> SessionOut:
+    return SessionOut(
+        id=str(session.id),
+        agent_id=str(session.agent_id),
+        title=session.title,
+        workflow_id=session.workflow_id,
+        status=session.status,
+        created_at=session.created_at,
+        state=SessionStateOut.model_validate(asdict(state)) if state else None,
+    )
+
+
+async def owned_session_or_404(db: AsyncSession, user_id: int, raw_id: str) -> Session:
+    session = await store.owned_session(db, user_id, parse_id(raw_id, "session"))
+    if session is None:
+        raise not_found("session")
+    return session
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_session(body: SessionIn, user_id: UserId, db: DB, res: Res) -> SessionOut:
+    agent = await store.owned_agent(db, user_id, parse_id(body.agent_id, "agent"))
+    if agent is None:
+        raise not_found("agent")
+    session_id = new_id()
+    session = Session(
+        id=session_id,
+        user_id=user_id,
+        agent_id=agent.id,
+        title=body.title,
+        workflow_id=session_workflow_id(session_id),
+    )
+    db.add(session)
+    await db.flush()
+    knobs = res.settings.temporal
+    try:
+        await res.temporal.start_workflow(
+            "AgentSession",
+            SessionInput(
+                session_id=str(session_id),
+                agent_id=str(agent.id),
+                user_id=str(user_id),
+                options=TurnOptions(
+                    llm_start_to_close_seconds=knobs.llm_start_to_close_seconds,
+                    llm_heartbeat_seconds=knobs.llm_heartbeat_seconds,
+                    llm_max_attempts=knobs.llm_max_attempts,
+                    turns_before_continue_as_new=knobs.turns_before_continue_as_new,
+                ),
+            ),
+            id=session.workflow_id,
+            task_queue=AGENTS_QUEUE,
+            search_attributes=temporal.session_search_attributes(session_id, agent.id, user_id),
+            static_summary=f"agent {agent.name} — session {session_id}",
+        )
+    except RPCError:
+        await db.rollback()  # no session row without its workflow
+        raise unavailable("Temporal") from None
+    await db.commit()
+    return session_out(session)
+
+
+@router.get("")
+async def list_sessions(
+    user_id: UserId, db: DB, limit: Annotated[int, Query(ge=1, le=200)] = 50
+) -> list[SessionOut]:
+    stmt = select(Session).where(Session.user_id == user_id).order_by(Session.id.desc()).limit(limit)
+    return [session_out(s) for s in (await db.execute(stmt)).scalars()]
+
+
+@router.get("/{session_id}")
+async def get_session(session_id: str, user_id: UserId, db: DB, res: Res) -> SessionOut:
+    session = await owned_session_or_404(db, user_id, session_id)
+    state: SessionState | None = None
+    try:
+        state = await res.temporal.get_workflow_handle(session.workflow_id).query(
+            "state", result_type=SessionState, rpc_timeout=timedelta(seconds=3)
+        )
+    except (RPCError, WorkflowQueryFailedError):
+        state = None  # the stored session is still worth returning without live state
+    return session_out(session, state)
+
+
+@router.post("/{session_id}/close", status_code=status.HTTP_202_ACCEPTED)
+async def close_session(session_id: str, user_id: UserId, db: DB, res: Res) -> SessionOut:
+    """Finish queued turns, then end the session's workflow; later sends get 409."""
+    session = await owned_session_or_404(db, user_id, session_id)
+    if session.status != "closed":
+        try:
+            await res.temporal.get_workflow_handle(session.workflow_id).signal("close")
+        except RPCError as exc:
+            if exc.status.name != "NOT_FOUND":
+                raise unavailable("Temporal") from None
+        session.status = "closed"
+        await db.commit()
+    return session_out(session)
+
+
+@router.get("/{session_id}/messages")
+async def list_messages(
+    session_id: str,
+    user_id: UserId,
+    db: DB,
+    before: Annotated[str | None, Query(description="message id; returns older ones")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> MessagePage:
+    """Newest first; pass `next_before` back as `before` for the previous page."""
+    session = await owned_session_or_404(db, user_id, session_id)
+    cursor = parse_before(before)
+    rows = await store.message_page(db, session.id, cursor, limit)
+    items = [
+        MessageOut(
+            id=str(m.id),
+            role=m.role,
+            content=m.content,
+            turn_id=str(m.turn_id),
+            created_at=m.created_at,
+            usage=m.usage,
+        )
+        for m in rows
+    ]
+    return MessagePage(items=items, next_before=items[-1].id if len(items) == limit else None)
+
+
+def parse_before(before: str | None) -> int | None:
+    if before is None:
+        return None
+    if not before.isdigit() or len(before) > 20:
+        raise Problem(400, "before must be a message id", "/problems/bad-cursor")
+    return int(before)
+
+
+@router.get(
+    "/{session_id}/events",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def session_events(
+    session_id: str,
+    user_id: UserId,
+    db: DB,
+    res: Res,
+    after: Annotated[str | None, Query(description="stream id to resume after; 0 replays all")] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> EventSourceResponse:
+    """SSE of the session's events. `id:` is the Redis stream id; reconnect with
+    `Last-Event-ID` (or `?after=`) to resume. Without either, only new events are sent."""
+    session = await owned_session_or_404(db, user_id, session_id)
+    cursor = last_event_id or after
+    if cursor is not None and not STREAM_ID.match(cursor):
+        raise Problem(400, "Last-Event-ID / after must be a stream id like 1700000000000-0", "/problems/bad-cursor")
+    if cursor is None:
+        cursor = await res.bus.last_id(session.id)
+    await db.close()  # do not hold a pooled connection for the life of the stream
+    return event_source(res.bus.follow(session.id, cursor))

@@ -1,0 +1,95 @@
+"""Session event stream on Redis Streams: `chatee:session:<id>:events`.
+
+Activities append; the API reads from any stream id, so SSE `id:` is the Redis stream id and a
+client resumes with `Last-Event-ID`. Streams are trimmed by age (kept at least
+`events.retention_seconds`) and, as a safety net, by length.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+STREAM_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
+
+# KEYS[1] stream, KEYS[2] dedupe marker ('' for none)
+# ARGV: min id kept, max length, ttl seconds, event name, JSON data
+_PUBLISH = """
+if KEYS[2] ~= '' then
+  if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
+    return false
+  end
+end
+local id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[1], '*', 'event', ARGV[4], 'data', ARGV[5])
+redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return id
+"""
+
+
+def stream_key(session_id: int | str) -> str:
+    return f"chatee:session:{session_id}:events"
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    event: str
+    data: dict[str, Any]
+
+
+class EventBus:
+    def __init__(self, redis: Redis, retention_seconds: int = 86400, max_len: int = 100_000):
+        self.redis = redis
+        self.retention_seconds = retention_seconds
+        self.max_len = max_len
+        self._publish = redis.register_script(_PUBLISH)
+
+    async def publish(
+        self, session_id: int | str, event: str, data: dict[str, Any], once_key: str | None = None
+    ) -> str | None:
+        """Append an event; with `once_key`, only the first call with that key appends
+        (a retried activity cannot show the same event twice). Returns the stream id."""
+        dedupe = f"chatee:once:{session_id}:{once_key}" if once_key else ""
+        min_id = max(0, int(time.time() * 1000) - self.retention_seconds * 1000)
+        payload = json.dumps({"session_id": str(session_id), **data}, separators=(",", ":"))
+        result = await self._publish(
+            keys=[stream_key(session_id), dedupe],
+            args=[min_id, self.max_len, self.retention_seconds, event, payload],
+        )
+        return _text(result) if result else None
+
+    async def last_id(self, session_id: int | str) -> str:
+        """The id of the newest event, or `0-0`: reading after it yields only new events."""
+        newest = await self.redis.xrevrange(stream_key(session_id), count=1)
+        return _text(newest[0][0]) if newest else "0-0"
+
+    async def read(
+        self, session_id: int | str, after: str, block_ms: int = 15000, count: int = 500
+    ) -> list[Event]:
+        reply = await self.redis.xread({stream_key(session_id): after}, count=count, block=block_ms)
+        events: list[Event] = []
+        for _, entries in reply or []:
+            for entry_id, fields in entries:
+                fields = {_text(k): _text(v) for k, v in fields.items()}
+                events.append(Event(_text(entry_id), fields["event"], json.loads(fields["data"])))
+        return events
+
+    async def follow(
+        self, session_id: int | str, after: str, block_ms: int = 15000
+    ) -> AsyncIterator[Event]:
+        """Every event after `after`, forever; the caller stops iterating."""
+        while True:
+            for event in await self.read(session_id, after, block_ms=block_ms):
+                after = event.id
+                yield event
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,123 @@
+"""The `chatee` command: dev, api, worker, migrate."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Annotated
+
+import typer
+
+from chatee import ids
+from chatee.config import ConfigError, Settings, load_settings
+from chatee.logging import register_secret, setup_logging
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+
+
+def _settings() -> Settings:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        typer.echo(f"configuration error:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+    setup_logging(settings.log_level, settings.log_json)
+    ids.configure(settings.node_id)
+    for secret in (
+        settings.jwt_secret,
+        settings.llm_openai_api_key,
+        settings.llm_deepseek_api_key,
+        settings.mysql_password,
+        settings.redis_password,
+    ):
+        register_secret(secret.get_secret_value() if secret else None)
+    return settings
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    typer.echo(f"chatee: {exc}", err=True)
+    return typer.Exit(2)
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="default: CHATEE_HTTP_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="default: CHATEE_HTTP_PORT")] = None,
+) -> None:
+    """Run the HTTP/SSE API against the configured database, Redis and Temporal."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = _settings()
+    try:
+        application = create_app(settings)
+    except ConfigError as exc:
+        raise _fail(exc) from None
+    uvicorn.run(
+        application,
+        host=host or settings.http_host,
+        port=port or settings.http_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+@app.command()
+def worker(
+    queue: Annotated[
+        list[str] | None,
+        typer.Option(help="agents, llm, tools, rag or messages; repeat for several; default all"),
+    ] = None,
+) -> None:
+    """Run Temporal workers for some or all task queues."""
+    from workers.main import QUEUES, run_workers
+
+    settings = _settings()
+    chosen = queue or list(QUEUES)
+    unknown = [q for q in chosen if q not in QUEUES]
+    if unknown:
+        raise _fail(ValueError(f"unknown queue(s) {unknown}; choose from {list(QUEUES)}"))
+    try:
+        asyncio.run(run_workers(settings, chosen))
+    except ConfigError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (Alembic) to CHATEE_DATABASE_URL."""
+    from chatee.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.sqlalchemy_url())
+    typer.echo("database is at the latest migration")
+
+
+@app.command()
+def dev() -> None:
+    """Run everything: embedded Temporal (+ Web UI), Redis and SQLite, the API and all workers."""
+    from chatee.devstack import DevStack
+
+    settings = _settings()
+    stack = DevStack(settings)
+    code = 0
+    try:
+        stack.start()
+        typer.echo("chatee dev is up:")
+        for name, url in stack.urls.items():
+            typer.echo(f"  {name:<12} {url}")
+        typer.echo("Ctrl-C stops everything.")
+        sys.stdout.flush()
+        code = stack.wait()
+    except ConfigError as exc:
+        typer.echo(f"chatee dev: {exc}", err=True)
+        code = 2
+    finally:
+        stack.stop()
+    raise typer.Exit(code)
+
+
+if __name__ == "__main__":
+    app()

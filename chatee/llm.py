@@ -1,0 +1,82 @@
+"""LLM providers: any OpenAI-compatible endpoint through the official `openai` SDK.
+
+Clients are built with `max_retries=0`: the Temporal activity retry policy is the one place
+that retries, so a retry is visible (`step.retry`) and never doubled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tiktoken
+from openai import AsyncOpenAI
+
+from chatee.config import Settings
+
+
+class LLMNotConfigured(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    base_url: str | None
+    api_key: str | None
+
+
+def provider(settings: Settings, name: str) -> Provider:
+    if name == "openai":
+        key = settings.llm_openai_api_key
+        return Provider(name, settings.llm_openai_base_url, key.get_secret_value() if key else None)
+    if name == "deepseek":
+        key = settings.llm_deepseek_api_key
+        return Provider(name, settings.llm_deepseek_base_url, key.get_secret_value() if key else None)
+    raise LLMNotConfigured(f"unknown LLM provider {name!r} (known: openai, deepseek)")
+
+
+class ClientPool:
+    """One AsyncOpenAI client (and HTTP connection pool) per provider, per process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._clients: dict[str, AsyncOpenAI] = {}
+
+    def get(self, name: str) -> AsyncOpenAI:
+        if name not in self._clients:
+            p = provider(self.settings, name)
+            if not p.api_key and not p.base_url:
+                env = f"CHATEE_LLM_{name.upper()}"
+                raise LLMNotConfigured(
+                    f"no LLM is configured for provider {name!r}: set {env}_API_KEY "
+                    f"(and {env}_BASE_URL for an OpenAI-compatible server such as vLLM or Ollama)"
+                )
+            self._clients[name] = AsyncOpenAI(
+                api_key=p.api_key or "not-needed", base_url=p.base_url, max_retries=0
+            )
+        return self._clients[name]
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()
+
+
+def _encoding() -> tiktoken.Encoding | None:
+    try:
+        return tiktoken.get_encoding("cl100k_base")
+    except Exception:  # the BPE file is fetched once from the network; offline we count words
+        return None
+
+
+_ENCODING: tiktoken.Encoding | None | bool = False
+
+
+def estimate_tokens(text: str) -> int:
+    """Token count when the provider reports no usage."""
+    global _ENCODING
+    if _ENCODING is False:
+        _ENCODING = _encoding()
+    if _ENCODING:
+        return len(_ENCODING.encode(text))  # type: ignore[union-attr]
+    return max(1, round(len(text.split()) * 4 / 3)) if text else 0

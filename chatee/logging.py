@@ -1,0 +1,75 @@
+"""Structured logs (structlog) with secrets scrubbed from every event before it is written."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any
+
+import structlog
+
+_SECRET_KEYS = re.compile(r"(password|secret|token|api_key|authorization|cookie)", re.I)
+_BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._\-]+")
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+(@)")
+_known_secrets: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret value so it is masked wherever it shows up in a log line."""
+    if value and len(value) >= 4:
+        _known_secrets.add(value)
+
+
+def scrub(text: str) -> str:
+    text = _BEARER.sub(r"\1***", text)
+    text = _URL_PASSWORD.sub(r"\1***\2", text)
+    for secret in _known_secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _scrub_event(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    for key, value in list(event.items()):
+        if _SECRET_KEYS.search(key) and value is not None:
+            event[key] = "***"
+        elif isinstance(value, str):
+            event[key] = scrub(value)
+    return event
+
+
+class _ScrubFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = scrub(record.getMessage())
+            record.args = None
+        return True
+
+
+def setup_logging(level: str = "info", json: bool = False) -> None:
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso"),
+        structlog.processors.format_exc_info,
+        _scrub_event,
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(),
+    ]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_ScrubFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("httpx", "httpcore", "openai", "aiosqlite", "temporalio.activity"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
+    return structlog.get_logger(name)

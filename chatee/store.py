@@ -1,0 +1,121 @@
+"""Data access for users, agents, sessions and session messages.
+
+Writes that a retried activity may repeat go through `idempotency_key`, so a retry returns the
+row the first attempt wrote instead of writing a second one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chatee.ids import new_id
+from chatee.models import Agent, Message, Session, User
+
+
+class UsernameTaken(Exception):
+    pass
+
+
+async def create_user(db: AsyncSession, username: str, password_hash: str) -> User:
+    user = User(id=new_id(), username=username, password_hash=password_hash)
+    db.add(user)
+    try:
+        await db.commit()
+    except IntegrityError:
+        await db.rollback()
+        raise UsernameTaken(username) from None
+    return user
+
+
+async def user_by_name(db: AsyncSession, username: str) -> User | None:
+    return (await db.execute(select(User).where(User.username == username))).scalar_one_or_none()
+
+
+async def owned_agent(db: AsyncSession, owner_id: int, agent_id: int) -> Agent | None:
+    agent = await db.get(Agent, agent_id)
+    return agent if agent is not None and agent.owner_id == owner_id else None
+
+
+async def owned_session(db: AsyncSession, user_id: int, session_id: int) -> Session | None:
+    session = await db.get(Session, session_id)
+    return session if session is not None and session.user_id == user_id else None
+
+
+async def message_by_client_id(db: AsyncSession, session_id: int, client_msg_id: str) -> Message | None:
+    stmt = select(Message).where(
+        Message.session_id == session_id, Message.client_msg_id == client_msg_id
+    )
+    return (await db.execute(stmt)).scalar_one_or_none()
+
+
+async def message_page(
+    db: AsyncSession, session_id: int, before: int | None, limit: int
+) -> Sequence[Message]:
+    """Newest first, strictly older than `before`."""
+    stmt = select(Message).where(Message.session_id == session_id)
+    if before is not None:
+        stmt = stmt.where(Message.id < before)
+    stmt = stmt.order_by(Message.id.desc()).limit(limit)
+    return (await db.execute(stmt)).scalars().all()
+
+
+async def turn_context(
+    db: AsyncSession, session_id: int, turn_id: int, limit: int
+) -> list[Message]:
+    """The conversation as the model should see it for `turn_id`: earlier turns in turn order,
+    then this turn — never messages queued behind it."""
+    stmt = (
+        select(Message)
+        .where(Message.session_id == session_id, Message.turn_id <= turn_id)
+        .order_by(Message.turn_id.desc(), Message.id.desc())
+        .limit(limit)
+    )
+    rows = list((await db.execute(stmt)).scalars().all())
+    rows.reverse()
+    return rows
+
+
+async def store_message_once(
+    factory: async_sessionmaker[AsyncSession],
+    *,
+    idempotency_key: str,
+    session_id: int,
+    role: str,
+    content: str,
+    turn_id: int,
+    usage: dict[str, Any] | None = None,
+) -> Message:
+    """Insert a message unless one with this key exists; either way return the stored row."""
+    async with factory() as db:
+        existing = await _by_key(db, idempotency_key)
+        if existing is not None:
+            return existing
+        message = Message(
+            id=new_id(),
+            session_id=session_id,
+            role=role,
+            content=content,
+            turn_id=turn_id,
+            idempotency_key=idempotency_key,
+            usage=usage,
+        )
+        db.add(message)
+        try:
+            await db.commit()
+            return message
+        except IntegrityError:
+            await db.rollback()
+    async with factory() as db:  # a concurrent attempt won the race
+        existing = await _by_key(db, idempotency_key)
+        assert existing is not None
+        return existing
+
+
+async def _by_key(db: AsyncSession, key: str) -> Message | None:
+    stmt = select(Message).where(Message.idempotency_key == key)
+    return (await db.execute(stmt)).scalar_one_or_none()
