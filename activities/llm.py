@@ -50,7 +50,9 @@ class LLMActivities:
         async with self.deps.db() as db:
             agent = await db.get(Agent, int(inp.agent_id))
             if agent is None:
-                raise ApplicationError("the agent was deleted", type="AgentNotFound", non_retryable=True)
+                raise ApplicationError(
+                    "the agent was deleted", type="AgentNotFound", non_retryable=True
+                )
             history = await store.turn_context(
                 db, int(inp.session_id), int(turn), self.deps.settings.limits.context_messages
             )
@@ -118,7 +120,11 @@ class LLMActivities:
                         await self.deps.bus.publish(
                             inp.session_id,
                             "message.delta",
-                            {"turn_id": inp.turn_id, "step": inp.step, "text": choice.delta.content},
+                            {
+                                "turn_id": inp.turn_id,
+                                "step": inp.step,
+                                "text": choice.delta.content,
+                            },
                         )
                         activity.heartbeat(len(parts))
         except openai.APIStatusError as exc:

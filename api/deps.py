@@ -48,7 +48,9 @@ def current_user_id(
         raise Problem(401, "missing bearer token", "/problems/unauthorized")
     try:
         assert res.settings.jwt_secret is not None
-        return user_id_from_token(credentials.credentials, res.settings.jwt_secret.get_secret_value())
+        return user_id_from_token(
+            credentials.credentials, res.settings.jwt_secret.get_secret_value()
+        )
     except InvalidToken:
         raise Problem(401, "invalid or expired token", "/problems/unauthorized") from None
 

@@ -29,7 +29,11 @@ def _slug(status: int) -> str:
 
 
 def problem_response(
-    status: int, detail: str, type_: str | None = None, headers: dict[str, str] | None = None, **extra: Any
+    status: int,
+    detail: str,
+    type_: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
 ) -> JSONResponse:
     body = {
         "type": type_ or _slug(status),
@@ -62,11 +66,17 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")}
+            {
+                "loc": [str(p) for p in e.get("loc", ())],
+                "msg": e.get("msg", ""),
+                "type": e.get("type", ""),
+            }
             for e in exc.errors()
         ]
         detail = "; ".join(f"{'.'.join(e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors)
-        return problem_response(422, detail or "invalid request", "/problems/validation", errors=errors)
+        return problem_response(
+            422, detail or "invalid request", "/problems/validation", errors=errors
+        )
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:

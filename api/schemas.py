@@ -36,7 +36,9 @@ class AgentIn(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     max_tokens: int | None = Field(None, gt=0, le=1_000_000)
     mcp_servers: list[Id] = Field(default_factory=list, max_length=32)
-    chain: list[ChainAction] = Field(default_factory=lambda: ["AG_SELF_GEN"], min_length=1, max_length=32)
+    chain: list[ChainAction] = Field(
+        default_factory=lambda: ["AG_SELF_GEN"], min_length=1, max_length=32
+    )
     double_texting: DoubleTexting = "queue"
     memory: dict[str, Any] = Field(default_factory=dict)
 

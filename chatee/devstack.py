@@ -97,7 +97,9 @@ class DevStack:
         self._start_redis()
         url = self.settings.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'chatee.db'}"
         self.env["CHATEE_DATABASE_URL"] = url
-        upgrade(Settings(database_url=url, mysql_password=self.settings.mysql_password).sqlalchemy_url())
+        upgrade(
+            Settings(database_url=url, mysql_password=self.settings.mysql_password).sqlalchemy_url()
+        )
         port = self.settings.http_port
         if port_open("127.0.0.1", port):
             raise ConfigError(f"port {port} is in use: set CHATEE_HTTP_PORT to another port")

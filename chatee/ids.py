@@ -38,9 +38,11 @@ class SnowflakeGenerator:
             else:
                 self._sequence = 0
             self._last_ms = now
-            return ((now - EPOCH_MS) << (NODE_BITS + SEQUENCE_BITS)) | (
-                self.node_id << SEQUENCE_BITS
-            ) | self._sequence
+            return (
+                ((now - EPOCH_MS) << (NODE_BITS + SEQUENCE_BITS))
+                | (self.node_id << SEQUENCE_BITS)
+                | self._sequence
+            )
 
 
 def _now_ms() -> int:

@@ -31,7 +31,9 @@ def provider(settings: Settings, name: str) -> Provider:
         return Provider(name, settings.llm_openai_base_url, key.get_secret_value() if key else None)
     if name == "deepseek":
         key = settings.llm_deepseek_api_key
-        return Provider(name, settings.llm_deepseek_base_url, key.get_secret_value() if key else None)
+        return Provider(
+            name, settings.llm_deepseek_base_url, key.get_secret_value() if key else None
+        )
     raise LLMNotConfigured(f"unknown LLM provider {name!r} (known: openai, deepseek)")
 
 

@@ -36,7 +36,9 @@ class InvalidToken(Exception):
 
 def user_id_from_token(token: str, secret: str) -> int:
     try:
-        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]})
+        claims = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]}
+        )
         return int(claims["sub"])
     except (jwt.PyJWTError, ValueError) as exc:
         raise InvalidToken(str(exc)) from None

@@ -46,7 +46,9 @@ async def owned_session(db: AsyncSession, user_id: int, session_id: int) -> Sess
     return session if session is not None and session.user_id == user_id else None
 
 
-async def message_by_client_id(db: AsyncSession, session_id: int, client_msg_id: str) -> Message | None:
+async def message_by_client_id(
+    db: AsyncSession, session_id: int, client_msg_id: str
+) -> Message | None:
     stmt = select(Message).where(
         Message.session_id == session_id, Message.client_msg_id == client_msg_id
     )

@@ -42,7 +42,9 @@ async def ensure_search_attributes(client: Client) -> None:
         )
 
 
-def session_search_attributes(session_id: int, agent_id: int, user_id: int) -> TypedSearchAttributes:
+def session_search_attributes(
+    session_id: int, agent_id: int, user_id: int
+) -> TypedSearchAttributes:
     return TypedSearchAttributes(
         [
             SearchAttributePair(AGENT_ID, str(agent_id)),

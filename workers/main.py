@@ -70,7 +70,9 @@ def build_workers(client: Client, deps: Deps, queues: list[str]) -> list[Worker]
     return workers
 
 
-async def run_workers(settings: Settings, queues: list[str], ready: Callable[[], None] | None = None) -> None:
+async def run_workers(
+    settings: Settings, queues: list[str], ready: Callable[[], None] | None = None
+) -> None:
     client = await temporal.connect(settings)
     await temporal.ensure_search_attributes(client)
     deps = Deps.create(settings)

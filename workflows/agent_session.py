@@ -104,7 +104,9 @@ class AgentSession:
             self._turns_completed += 1
             self._active = None
 
-    async def _generate(self, turn_id: str, step: int, start: bool, complete: bool) -> GenerateResult:
+    async def _generate(
+        self, turn_id: str, step: int, start: bool, complete: bool
+    ) -> GenerateResult:
         opts = self._start.options
         return await workflow.execute_activity(
             "GenerateReply",

@@ -70,7 +70,9 @@ async def get_agent(agent_id: str, user_id: UserId, db: DB) -> AgentOut:
 
 
 @router.put("/{agent_id}")
-async def replace_agent(agent_id: str, body: AgentIn, user_id: UserId, db: DB, res: Res) -> AgentOut:
+async def replace_agent(
+    agent_id: str, body: AgentIn, user_id: UserId, db: DB, res: Res
+) -> AgentOut:
     agent = await store.owned_agent(db, user_id, parse_id(agent_id, "agent"))
     if agent is None:
         raise not_found("agent")

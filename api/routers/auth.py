@@ -40,5 +40,7 @@ async def login(body: Credentials, db: DB, res: Res) -> AuthResult:
 
 def _token(user_id: int, res: Res) -> AuthResult:
     assert res.settings.jwt_secret is not None
-    token = issue_token(user_id, res.settings.jwt_secret.get_secret_value(), res.settings.jwt_ttl_seconds)
+    token = issue_token(
+        user_id, res.settings.jwt_secret.get_secret_value(), res.settings.jwt_ttl_seconds
+    )
     return AuthResult(user_id=str(user_id), token=token)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 from sqlalchemy.exc import IntegrityError
 from sse_starlette import EventSourceResponse
-from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateStage
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -102,11 +102,13 @@ async def deliver(res: Res, session: Session, agent: Agent, message: Message) ->
     turn_id = str(message.turn_id)
     handle = res.temporal.get_workflow_handle(session.workflow_id)
     try:
-        await handle.start_update(
+        # the handler only queues the turn, so the update completes as soon as it is accepted
+        await handle.execute_update(
             "send_message",
-            SendMessage(turn_id=turn_id, message_id=str(message.id), double_texting=agent.double_texting),
+            SendMessage(
+                turn_id=turn_id, message_id=str(message.id), double_texting=agent.double_texting
+            ),
             id=f"turn-{turn_id}",
-            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
             result_type=str,
         )
     except WorkflowUpdateFailedError as exc:

@@ -97,7 +97,9 @@ async def create_session(body: SessionIn, user_id: UserId, db: DB, res: Res) -> 
 async def list_sessions(
     user_id: UserId, db: DB, limit: Annotated[int, Query(ge=1, le=200)] = 50
 ) -> list[SessionOut]:
-    stmt = select(Session).where(Session.user_id == user_id).order_by(Session.id.desc()).limit(limit)
+    stmt = (
+        select(Session).where(Session.user_id == user_id).order_by(Session.id.desc()).limit(limit)
+    )
     return [session_out(s) for s in (await db.execute(stmt)).scalars()]
 
 
@@ -173,7 +175,9 @@ async def session_events(
     user_id: UserId,
     db: DB,
     res: Res,
-    after: Annotated[str | None, Query(description="stream id to resume after; 0 replays all")] = None,
+    after: Annotated[
+        str | None, Query(description="stream id to resume after; 0 replays all")
+    ] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> EventSourceResponse:
     """SSE of the session's events. `id:` is the Redis stream id; reconnect with
@@ -181,7 +185,11 @@ async def session_events(
     session = await owned_session_or_404(db, user_id, session_id)
     cursor = last_event_id or after
     if cursor is not None and not STREAM_ID.match(cursor):
-        raise Problem(400, "Last-Event-ID / after must be a stream id like 1700000000000-0", "/problems/bad-cursor")
+        raise Problem(
+            400,
+            "Last-Event-ID / after must be a stream id like 1700000000000-0",
+            "/problems/bad-cursor",
+        )
     if cursor is None:
         cursor = await res.bus.last_id(session.id)
     await db.close()  # do not hold a pooled connection for the life of the stream

