@@ -131,8 +131,9 @@ class DevStack:
         for p in (port, ui_port):
             if port_open("127.0.0.1", p):
                 raise ConfigError(
-                    f"port {p} is in use: set CHATEE_DEV__TEMPORAL_PORT / CHATEE_DEV__TEMPORAL_UI_PORT, "
-                    "or CHATEE_TEMPORAL_ADDRESS to use the Temporal server already running there"
+                    f"port {p} is in use: set CHATEE_DEV__TEMPORAL_PORT and "
+                    "CHATEE_DEV__TEMPORAL_UI_PORT to free ports, or CHATEE_TEMPORAL_ADDRESS "
+                    "to use the Temporal server already running there"
                 )
         argv = [
             temporal_binary(), "server", "start-dev",
@@ -145,7 +146,8 @@ class DevStack:
             argv += ["--search-attribute", f"{name}=Keyword"]
         self._spawn("temporal", argv, quiet=True)
         self.env["CHATEE_TEMPORAL_ADDRESS"] = f"127.0.0.1:{port}"
-        wait_until(lambda: self._check_children() or port_open("127.0.0.1", port), "Temporal")
+        for p in (port, ui_port):
+            wait_until(lambda p=p: self._check_children() or port_open("127.0.0.1", p), "Temporal")
         self.urls["Temporal"] = f"127.0.0.1:{port}"
         self.urls["Temporal UI"] = f"http://127.0.0.1:{ui_port}"
 

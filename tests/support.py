@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,8 +142,11 @@ class Api:
         body = r.json()
         return cls(client, body["token"], body["user_id"])
 
-    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return await self.client.request(method, f"/api/v1{path}", headers=self.headers, **kwargs)
+    async def request(
+        self, method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        headers = {**self.headers, **(headers or {})}
+        return await self.client.request(method, f"/api/v1{path}", headers=headers, **kwargs)
 
     async def create_agent(self, **fields: Any) -> dict[str, Any]:
         body = {
@@ -179,9 +183,14 @@ class Api:
         return events
 
     async def events(
-        self, session_id: str, until: str, headers: dict[str, str] | None = None, **params: str
+        self,
+        session_id: str,
+        until: str | Callable[[dict[str, Any]], bool],
+        headers: dict[str, str] | None = None,
+        **params: str,
     ) -> list[dict[str, Any]]:
-        """GET /sessions/{id}/events until an event named `until` arrives."""
+        """GET /sessions/{id}/events until an event named `until` (or matching it) arrives."""
+        done = until if callable(until) else (lambda e: e["event"] == until)
         events = []
         async with aconnect_sse(
             self.client,
@@ -193,7 +202,7 @@ class Api:
             source.response.raise_for_status()
             async for sse in source.aiter_sse():
                 events.append({"id": sse.id, "event": sse.event, "data": json.loads(sse.data)})
-                if sse.event == until:
+                if done(events[-1]):
                     break
         return events
 
@@ -201,3 +210,10 @@ class Api:
         r = await self.request("GET", f"/sessions/{session_id}/messages", params={"limit": 200})
         assert r.status_code == 200, r.text
         return r.json()["items"]
+
+
+def completes(turn_id: str) -> Callable[[dict[str, Any]], bool]:
+    """An `until` for `Api.events`: the end of that turn."""
+    return lambda e: (
+        e["event"] in ("turn.completed", "turn.failed") and e["data"]["turn_id"] == turn_id
+    )
