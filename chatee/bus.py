@@ -26,7 +26,8 @@ if KEYS[2] ~= '' then
     return false
   end
 end
-local id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[1], '*', 'event', ARGV[4], 'data', ARGV[5])
+local id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[1], '*',
+                      'event', ARGV[4], 'data', ARGV[5])
 redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return id
