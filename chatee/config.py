@@ -49,6 +49,20 @@ class Temporal(BaseModel):
     llm_max_attempts: int = Field(5, gt=0)
 
 
+class Mcp(BaseModel):
+    """MCP client safety and limits."""
+
+    stdio_allowlist: list[str] = []  # commands a stdio server may run, e.g. ["npx", "uvx"]
+    url_denylist: list[str] = [
+        "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+        "169.254.0.0/16", "100.64.0.0/10", "fc00::/7", "fe80::/10", "0.0.0.0/8",
+    ]  # fmt: skip
+    allow_loopback: bool = False  # `chatee dev` turns this on
+    connect_timeout_seconds: float = Field(10, gt=0)
+    call_timeout_seconds: float = Field(60, gt=0)
+    max_concurrency_per_server: int = Field(8, gt=0)
+
+
 class Dev(BaseModel):
     temporal_port: int = Field(7233, gt=0, lt=65536)
     temporal_ui_port: int = Field(8233, gt=0, lt=65536)
@@ -88,6 +102,7 @@ class Settings(BaseSettings):
     limits: Limits = Limits()
     events: Events = Events()
     temporal: Temporal = Temporal()
+    mcp: Mcp = Mcp()
     dev: Dev = Dev()
 
     @classmethod

@@ -60,6 +60,8 @@ class Agent(Base):
     chain: Mapped[list[Any]] = mapped_column(JSON, default=list)
     double_texting: Mapped[str] = mapped_column(String(16), default="queue")
     memory: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # per-tool policy: {"<server>__<tool>": "allow" | "deny" | "approve"}; unlisted tools: allow
+    tool_policy: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -94,4 +96,60 @@ class Message(Base):
     client_msg_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True, unique=True)
     usage: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # an assistant message that asked for tools: [{"id", "name", "arguments"}] (arguments: JSON text)
+    tool_calls: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    # a tool result (role "tool") answers the call with this id
+    tool_call_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Turn(Base):
+    """One agent turn: its outcome and token usage summed over every LLM step."""
+
+    __tablename__ = "turns"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    session_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    status: Mapped[str] = mapped_column(String(16))  # completed | failed | cancelled
+    error_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    usage: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    steps: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Memory(Base):
+    """Key/value memory of an agent (`user_id` 0) or of an agent about one user."""
+
+    __tablename__ = "memories"
+    __table_args__ = (
+        Index("uq_memories_agent_user_key", "agent_id", "user_id", "key", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    agent_id: Mapped[int] = mapped_column(BigInteger)
+    user_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    key: Mapped[str] = mapped_column(String(128))
+    value: Mapped[str] = mapped_column(LongText)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class McpServer(Base):
+    """A user's registered MCP server. `headers` may hold secrets: never returned in full."""
+
+    __tablename__ = "mcp_servers"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    owner_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    transport: Mapped[str] = mapped_column(String(32))  # streamable_http | sse | stdio
+    url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    command: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    args: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    headers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    tool_policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(32), default="registered")
+    server_info: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    tools: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    tools_refreshed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

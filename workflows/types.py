@@ -76,6 +76,29 @@ class GenerateResult:
 
 
 @dataclass
+class ToolCallInput:
+    """Run one tool call the model asked for. The arguments stay in the stored assistant
+    message (`assistant_message_id`, `tool_call_id`); the result is stored as a `tool` message."""
+
+    session_id: str
+    agent_id: str
+    user_id: str
+    turn_id: str
+    step: int
+    assistant_message_id: str
+    tool_call_id: str
+    server_id: str
+    tool: str
+
+
+@dataclass
+class ToolCallResult:
+    message_id: str
+    is_error: bool
+    summary: str  # a short, human-readable line for the state query and the Temporal UI
+
+
+@dataclass
 class TurnEvent:
     session_id: str
     turn_id: str
