@@ -91,6 +91,8 @@ async def store_message_once(
     content: str,
     turn_id: int,
     usage: dict[str, Any] | None = None,
+    tool_calls: list[dict[str, Any]] | None = None,
+    tool_call_id: str | None = None,
 ) -> Message:
     """Insert a message unless one with this key exists; either way return the stored row."""
     async with factory() as db:
@@ -105,6 +107,8 @@ async def store_message_once(
             turn_id=turn_id,
             idempotency_key=idempotency_key,
             usage=usage,
+            tool_calls=tool_calls,
+            tool_call_id=tool_call_id,
         )
         db.add(message)
         try:
