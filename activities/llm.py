@@ -1,4 +1,5 @@
-"""LLM generation: stream a reply through the `openai` SDK into the session's event stream.
+"""LLM steps: `GenerateReply` (AG_SELF_GEN, streaming, tool calling) and `DecideOption`
+(AG_SELF_DECIDE, structured output), through the official `openai` SDK.
 
 Idempotent per (turn, step): one-shot events carry a dedupe key, the reply is stored under
 `<turn>:<step>:assistant`, and a retry first tells clients to drop that step's partial text.
@@ -6,6 +7,7 @@ Idempotent per (turn, step): one-shot events carry a dedupe key, the reply is st
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import openai
@@ -13,10 +15,13 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.deps import Deps
+from activities.steps import announce, complete, heartbeating
+from activities.turns import finish_turn
 from chatee import store
 from chatee.llm import LLMNotConfigured, estimate_tokens
 from chatee.models import Agent, Message
-from workflows.types import GenerateInput, GenerateResult
+from workflows.executor import add_usage
+from workflows.types import FinishTurnInput, StepInput, StepResult, ToolCallRef
 
 PERMANENT_STATUS = {400, 401, 403, 404, 422}
 
@@ -26,27 +31,88 @@ class LLMActivities:
         self.deps = deps
 
     @activity.defn(name="GenerateReply")
-    async def generate(self, inp: GenerateInput) -> GenerateResult:
-        bus, turn, step = self.deps.bus, inp.turn_id, inp.step
-        base = {"turn_id": turn}
-        attempt = activity.info().attempt
-        if inp.start_turn:
-            await bus.publish(inp.session_id, "turn.started", base, once_key=f"{turn}:started")
-        if attempt > 1:
-            await bus.publish(
-                inp.session_id,
-                "step.retry",
-                {**base, "step": step, "attempt": attempt},
-                once_key=f"{turn}:{step}:retry:{attempt}",
+    async def generate(self, inp: StepInput) -> StepResult:
+        await announce(self.deps.bus, inp)
+        key = f"{inp.turn_id}:{inp.step}:assistant"
+        agent, history = await self._load(inp)
+        tools = await self._tools(agent) if inp.allow_tools else []
+        stored = next((m for m in history if m.idempotency_key == key), None)
+        if stored is None:  # a previous attempt may have stored it before failing to report
+            async with heartbeating():
+                text, calls, usage = await self._stream(inp, agent, history, tools)
+            stored = await store.store_message_once(
+                self.deps.db,
+                idempotency_key=key,
+                session_id=int(inp.session_id),
+                role="assistant",
+                content=text,
+                turn_id=int(inp.turn_id),
+                usage=usage,
+                tool_calls=calls or None,
             )
-        await bus.publish(
-            inp.session_id,
-            "step.started",
-            {**base, "step": step, "action": "AG_SELF_GEN"},
-            once_key=f"{turn}:{step}:started",
+        message_id, usage = str(stored.id), stored.usage or {}
+        refs = [_ref(call, tools, agent) for call in stored.tool_calls or []]
+        await complete(
+            self.deps.bus, inp, "asked for tools" if refs else "replied", message_id=message_id
+        )
+        finished = inp.complete_turn and not refs
+        if finished:
+            total = add_usage(inp.prior_usage, usage)
+            await finish_turn(
+                self.deps,
+                FinishTurnInput(inp.session_id, inp.turn_id, "completed", message_id, total),
+            )
+        return StepResult(
+            summary=f"message {message_id}",
+            message_id=message_id,
+            usage=usage,
+            tool_calls=refs,
+            turn_completed=finished,
         )
 
-        key = f"{turn}:{step}:assistant"
+    @activity.defn(name="DecideOption")
+    async def decide(self, inp: StepInput) -> StepResult:
+        """The model picks one of the step's options; the chain branches on it."""
+        await announce(self.deps.bus, inp)
+        agent, history = await self._load(inp)
+        options: list[str] = inp.params["options"]
+        question = inp.params.get("question") or "Which option fits the conversation best?"
+        messages = openai_messages(agent, history, int(inp.turn_id))
+        messages.append(
+            {
+                "role": "system",
+                "content": f"{question}\nOptions: {', '.join(options)}.\n"
+                'Answer only with JSON: {"choice": "<one of the options>"}.',
+            }
+        )
+        schema = {
+            "type": "object",
+            "properties": {"choice": {"type": "string", "enum": options}},
+            "required": ["choice"],
+            "additionalProperties": False,
+        }
+        request = self._request(inp, agent, messages)
+        request["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "decision", "schema": schema, "strict": True},
+        }
+        async with heartbeating():
+            response = await self._call(
+                agent, inp, lambda client: client.chat.completions.create(**request)
+            )
+        text = response.choices[0].message.content or ""
+        choice = _match_option(text, options)
+        if choice is None:
+            raise ApplicationError(
+                f"the model chose none of {options}: {text[:100]!r}", type="InvalidDecision"
+            )
+        usage = _usage(response.usage) or _estimate(messages, text)
+        await complete(self.deps.bus, inp, f"chose {choice}", choice=choice)
+        return StepResult(f"chose {choice}", usage=usage, choice=choice)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    async def _load(self, inp: StepInput) -> tuple[Agent, list[Message]]:
         async with self.deps.db() as db:
             agent = await db.get(Agent, int(inp.agent_id))
             if agent is None:
@@ -54,99 +120,141 @@ class LLMActivities:
                     "the agent was deleted", type="AgentNotFound", non_retryable=True
                 )
             history = await store.turn_context(
-                db, int(inp.session_id), int(turn), self.deps.settings.limits.context_messages
+                db,
+                int(inp.session_id),
+                int(inp.turn_id),
+                self.deps.settings.limits.context_messages,
             )
-        stored = next((m for m in history if m.idempotency_key == key), None)
-        if stored is None:  # a previous attempt may have stored it before failing to report
-            text, usage = await self._stream(inp, agent, history)
-            stored = await store.store_message_once(
-                self.deps.db,
-                idempotency_key=key,
-                session_id=int(inp.session_id),
-                role="assistant",
-                content=text,
-                turn_id=int(turn),
-                usage=usage,
-            )
-        usage = stored.usage or {}
-        message_id = str(stored.id)
-        await bus.publish(
-            inp.session_id,
-            "step.completed",
-            {**base, "step": step, "action": "AG_SELF_GEN", "message_id": message_id},
-            once_key=f"{turn}:{step}:completed",
-        )
-        if inp.complete_turn:
-            await bus.publish(
-                inp.session_id,
-                "turn.completed",
-                {**base, "message_id": message_id, "content": stored.content, "usage": usage},
-                once_key=f"{turn}:completed",
-            )
-        return GenerateResult(message_id=message_id, usage=usage)
+        return agent, history
 
-    async def _stream(
-        self, inp: GenerateInput, agent: Agent, history: list[Message]
-    ) -> tuple[str, dict[str, int]]:
-        try:
-            client = self.deps.llm.get(agent.provider)
-        except LLMNotConfigured as exc:
-            raise ApplicationError(str(exc), type="LLMNotConfigured", non_retryable=True) from None
-        messages: list[dict[str, Any]] = []
-        if agent.system_prompt:
-            messages.append({"role": "system", "content": agent.system_prompt})
-        messages += [{"role": m.role, "content": m.content} for m in history]
-        request: dict[str, Any] = {"model": agent.model, "messages": messages, "stream": True}
-        request["stream_options"] = {"include_usage": True}
+    async def _tools(self, agent: Agent) -> list[Any]:
+        if not agent.mcp_servers:
+            return []
+        from chatee.mcp import agent_tools
+
+        async with self.deps.db() as db:
+            return await agent_tools(db, agent)
+
+    def _request(
+        self, inp: StepInput, agent: Agent, messages: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        request: dict[str, Any] = {"model": inp.model or agent.model, "messages": messages}
         if agent.temperature is not None:
             request["temperature"] = agent.temperature
         if agent.max_tokens is not None:
             request["max_tokens"] = agent.max_tokens
+        return request
 
-        parts: list[str] = []
-        usage: dict[str, int] | None = None
+    async def _call(self, agent: Agent, inp: StepInput, make: Any) -> Any:
+        provider = inp.provider or agent.provider
         try:
+            client = self.deps.llm.get(provider)
+        except LLMNotConfigured as exc:
+            raise ApplicationError(str(exc), type="LLMNotConfigured", non_retryable=True) from None
+        try:
+            return await make(client)
+        except openai.APIStatusError as exc:
+            raise _classify(exc, provider) from None
+
+    async def _stream(
+        self, inp: StepInput, agent: Agent, history: list[Message], tools: list[Any]
+    ) -> tuple[str, list[dict[str, str]], dict[str, int]]:
+        messages = openai_messages(agent, history, int(inp.turn_id), inp.params.get("instructions"))
+        request = self._request(inp, agent, messages)
+        request.update(stream=True, stream_options={"include_usage": True})
+        if tools:
+            from chatee.mcp import openai_tools
+
+            request["tools"] = openai_tools(tools)
+        parts: list[str] = []
+        calls: dict[int, dict[str, str]] = {}
+        usage: dict[str, int] | None = None
+
+        async def consume(client: openai.AsyncOpenAI) -> None:
+            nonlocal usage
             stream = await client.chat.completions.create(**request)
             async for chunk in stream:
-                if chunk.usage is not None:
-                    usage = {
-                        "prompt_tokens": chunk.usage.prompt_tokens,
-                        "completion_tokens": chunk.usage.completion_tokens,
-                        "total_tokens": chunk.usage.total_tokens,
-                    }
+                usage = _usage(chunk.usage) or usage
                 for choice in chunk.choices:
-                    if choice.delta.content:
-                        parts.append(choice.delta.content)
+                    delta = choice.delta
+                    if delta.content:
+                        parts.append(delta.content)
                         await self.deps.bus.publish(
                             inp.session_id,
                             "message.delta",
-                            {
-                                "turn_id": inp.turn_id,
-                                "step": inp.step,
-                                "text": choice.delta.content,
-                            },
+                            {"turn_id": inp.turn_id, "step": inp.step, "text": delta.content},
                         )
-                        activity.heartbeat(len(parts))
-        except openai.APIStatusError as exc:
-            if exc.status_code in PERMANENT_STATUS:
-                raise ApplicationError(
-                    f"the {agent.provider} provider rejected the request "
-                    f"(HTTP {exc.status_code}): {_provider_message(exc)}",
-                    type="ProviderRejected",
-                    non_retryable=True,
-                ) from None
-            raise
+                    for tc in delta.tool_calls or []:
+                        call = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
+                        call["id"] = tc.id or call["id"]
+                        if tc.function:
+                            call["name"] += tc.function.name or ""
+                            call["arguments"] += tc.function.arguments or ""
+
+        # a transient failure (dropped stream, 5xx, 429) raises: Temporal retries the step
+        await self._call(agent, inp, consume)
         text = "".join(parts)
-        if usage is None:
-            prompt = sum(estimate_tokens(m["content"]) for m in messages)
-            completion = estimate_tokens(text)
-            usage = {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": prompt + completion,
-                "estimated": 1,
-            }
-        return text, usage
+        tool_calls = [calls[i] for i in sorted(calls)]
+        for i, call in enumerate(tool_calls):
+            call["id"] = call["id"] or f"call_{inp.turn_id}_{inp.step}_{i}"
+        return text, tool_calls, usage or _estimate(messages, text)
+
+
+def openai_messages(
+    agent: Agent, history: list[Message], turn_id: int, instructions: str | None = None
+) -> list[dict[str, Any]]:
+    """The stored conversation in the chat-completions shape. Notes from earlier turns (RAG,
+    memory) are left out; a tool result is kept only next to the call it answers."""
+    out: list[dict[str, Any]] = []
+    if agent.system_prompt:
+        out.append({"role": "system", "content": agent.system_prompt})
+    answered = {m.tool_call_id for m in history if m.role == "tool"}
+    offered: set[str] = set()
+    for m in history:
+        if m.role == "system":
+            if m.turn_id == turn_id:
+                out.append({"role": "system", "content": m.content})
+        elif m.role == "assistant" and m.tool_calls:
+            calls = [c for c in m.tool_calls if c["id"] in answered]
+            entry: dict[str, Any] = {"role": "assistant", "content": m.content or None}
+            if calls:
+                entry["tool_calls"] = [
+                    {"id": c["id"], "type": "function",
+                     "function": {"name": c["name"], "arguments": c["arguments"] or "{}"}}
+                    for c in calls
+                ]  # fmt: skip
+                offered.update(c["id"] for c in calls)
+            if entry["content"] or calls:
+                out.append(entry)
+        elif m.role == "tool":
+            if m.tool_call_id in offered:
+                out.append({"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content})
+            elif m.turn_id == turn_id:
+                out.append({"role": "system", "content": f"Tool result: {m.content}"})
+        else:
+            out.append({"role": m.role, "content": m.content})
+    if instructions:
+        out.append({"role": "system", "content": instructions})
+    return out
+
+
+def _ref(call: dict[str, str], tools: list[Any], agent: Agent) -> ToolCallRef:
+    tool = next((t for t in tools if t.name == call["name"]), None)
+    if tool is None:
+        return ToolCallRef(call["id"], call["name"], None, call["name"], "unknown")
+    policy = (agent.tool_policy or {}).get(call["name"], "allow")
+    return ToolCallRef(call["id"], call["name"], str(tool.server_id), tool.tool, policy)
+
+
+def _classify(exc: openai.APIStatusError, provider: str) -> Exception:
+    if exc.status_code in PERMANENT_STATUS:
+        return ApplicationError(
+            f"the {provider} provider rejected the request "
+            f"(HTTP {exc.status_code}): {_provider_message(exc)}",
+            type="ProviderRejected",
+            non_retryable=True,
+        )
+    return exc
 
 
 def _provider_message(exc: openai.APIStatusError) -> str:
@@ -156,3 +264,35 @@ def _provider_message(exc: openai.APIStatusError) -> str:
         if isinstance(error, dict) and error.get("message"):
             return str(error["message"])[:300]
     return exc.message[:300]
+
+
+def _usage(usage: Any) -> dict[str, int] | None:
+    if usage is None:
+        return None
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def _estimate(messages: list[dict[str, Any]], text: str) -> dict[str, int]:
+    """tiktoken's count when the provider reports none."""
+    prompt = sum(estimate_tokens(str(m.get("content") or "")) for m in messages)
+    completion = estimate_tokens(text)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def _match_option(text: str, options: list[str]) -> str | None:
+    try:
+        choice = json.loads(text).get("choice")
+    except (ValueError, AttributeError):
+        choice = text.strip().strip('"')
+    if choice in options:
+        return choice
+    lowered = {o.lower(): o for o in options}
+    return lowered.get(str(choice).lower().strip())

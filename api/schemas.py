@@ -8,11 +8,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from workflows.chain import DEFAULT_CHAIN, ChainError, parse_chain
 
 Id = str
-ChainAction = Literal["AG_SELF_GEN"]
-DoubleTexting = Literal["queue", "reject"]
+DoubleTexting = Literal["queue", "interrupt", "reject", "rollback"]
+ToolPolicy = Literal["allow", "deny", "approve"]
 
 
 class Credentials(BaseModel):
@@ -31,16 +33,32 @@ class AgentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=64)
     system_prompt: str = Field("", max_length=32 * 1024)
-    provider: Literal["openai", "deepseek"] | None = None
+    provider: str | None = Field(
+        None, description="openai, deepseek, or a name from `llm_providers`; default from config"
+    )
     model: str | None = Field(None, min_length=1, max_length=128)
     temperature: float | None = Field(None, ge=0, le=2)
     max_tokens: int | None = Field(None, gt=0, le=1_000_000)
     mcp_servers: list[Id] = Field(default_factory=list, max_length=32)
-    chain: list[ChainAction] = Field(
-        default_factory=lambda: ["AG_SELF_GEN"], min_length=1, max_length=32
+    chain: list[Any] = Field(
+        default_factory=lambda: list(DEFAULT_CHAIN),
+        description='action names or objects, e.g. ["AG_MEMORY_LOAD", {"type": "AG_RAG", '
+        '"top_k": 4}, "AG_SELF_GEN"]',
     )
     double_texting: DoubleTexting = "queue"
     memory: dict[str, Any] = Field(default_factory=dict)
+    tool_policy: dict[str, ToolPolicy] = Field(
+        default_factory=dict, description='per tool ("<server>__<tool>"): allow, deny or approve'
+    )
+
+    @field_validator("chain")
+    @classmethod
+    def _valid_chain(cls, chain: list[Any]) -> list[Any]:
+        try:
+            parse_chain(chain)
+        except ChainError as exc:
+            raise ValueError(str(exc)) from None
+        return chain
 
 
 class AgentOut(BaseModel):
@@ -52,9 +70,10 @@ class AgentOut(BaseModel):
     temperature: float | None
     max_tokens: int | None
     mcp_servers: list[Id]
-    chain: list[str]
+    chain: list[Any]
     double_texting: str
     memory: dict[str, Any]
+    tool_policy: dict[str, str]
     created_at: datetime
     updated_at: datetime
 
@@ -86,6 +105,7 @@ class SessionStateOut(BaseModel):
     queue_length: int
     turns_completed: int
     active_turn: TurnOut | None
+    pending_human_request: str | None = None
 
 
 class SessionOut(BaseModel):
@@ -117,6 +137,17 @@ class ChatIn(BaseModel):
     session_id: Id
     content: str = Field(min_length=1)
     client_msg_id: str | None = Field(None, min_length=1, max_length=128)
+
+
+class CancelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    turn_id: Id | None = Field(None, description="cancel only if this turn is the running one")
+
+
+class HumanReplyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    request_id: str = Field(min_length=1, max_length=64, pattern=r"^\d+-\d+$")
+    content: str = Field(min_length=1)
 
 
 class ChatAccepted(BaseModel):

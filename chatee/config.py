@@ -47,6 +47,7 @@ class Temporal(BaseModel):
     llm_start_to_close_seconds: float = Field(300, gt=0)
     llm_heartbeat_seconds: float = Field(30, gt=0)
     llm_max_attempts: int = Field(5, gt=0)
+    max_tool_rounds: int = Field(5, ge=0, le=50)
 
 
 class Mcp(BaseModel):
@@ -68,6 +69,13 @@ class Dev(BaseModel):
     temporal_ui_port: int = Field(8233, gt=0, lt=65536)
 
 
+class ProviderSettings(BaseModel):
+    """An extra OpenAI-compatible provider (vLLM, Ollama, a proxy…), named in `llm_providers`."""
+
+    base_url: str
+    api_key: SecretStr | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CHATEE_",
@@ -86,8 +94,11 @@ class Settings(BaseSettings):
     llm_openai_base_url: str | None = None
     llm_deepseek_api_key: SecretStr | None = None
     llm_deepseek_base_url: str = "https://api.deepseek.com"
-    llm_default_provider: Literal["openai", "deepseek"] = "openai"
+    llm_default_provider: str = "openai"
     llm_default_model: str = "gpt-4o-mini"
+    llm_providers: dict[str, ProviderSettings] = {}
+    llm_fallback_provider: str | None = None  # used when a turn's provider keeps failing
+    llm_fallback_model: str | None = None
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, gt=0, lt=65536)
     data_dir: Path = Path(".chatee")

@@ -25,7 +25,15 @@ class Provider:
     api_key: str | None
 
 
+def provider_names(settings: Settings) -> list[str]:
+    return ["openai", "deepseek", *settings.llm_providers]
+
+
 def provider(settings: Settings, name: str) -> Provider:
+    if name in settings.llm_providers:
+        extra = settings.llm_providers[name]
+        key = extra.api_key.get_secret_value() if extra.api_key else None
+        return Provider(name, extra.base_url, key)
     if name == "openai":
         key = settings.llm_openai_api_key
         return Provider(name, settings.llm_openai_base_url, key.get_secret_value() if key else None)
@@ -34,7 +42,8 @@ def provider(settings: Settings, name: str) -> Provider:
         return Provider(
             name, settings.llm_deepseek_base_url, key.get_secret_value() if key else None
         )
-    raise LLMNotConfigured(f"unknown LLM provider {name!r} (known: openai, deepseek)")
+    known = ", ".join(provider_names(settings))
+    raise LLMNotConfigured(f"unknown LLM provider {name!r} (known: {known})")
 
 
 class ClientPool:

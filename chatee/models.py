@@ -96,7 +96,7 @@ class Message(Base):
     client_msg_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True, unique=True)
     usage: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    # an assistant message that asked for tools: [{"id", "name", "arguments"}] (arguments: JSON text)
+    # an assistant message that asked for tools: [{"id", "name", "arguments" (JSON text)}]
     tool_calls: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     # a tool result (role "tool") answers the call with this id
     tool_call_id: Mapped[str | None] = mapped_column(String(128), nullable=True)

@@ -18,10 +18,12 @@ from temporalio.worker import Worker
 from activities.deps import Deps
 from activities.llm import LLMActivities
 from activities.messages import MessageActivities
+from activities.rag import RagActivities
 from chatee import temporal
 from chatee.config import Settings
 from chatee.logging import get_logger
 from workflows.agent_session import AgentSession
+from workflows.agent_task import AgentTask
 from workflows.types import AGENTS_QUEUE, LLM_QUEUE, MESSAGES_QUEUE, RAG_QUEUE, TOOLS_QUEUE
 
 log = get_logger(__name__)
@@ -36,15 +38,33 @@ QUEUES: dict[str, str] = {
 
 
 def _registrations(deps: Deps) -> dict[str, dict[str, list[Any]]]:
-    """What each queue runs: workflows on `agents`, activities on the rest."""
+    """What each queue runs: workflows on `agents` (plus the local activity they use to
+    publish workflow-side events), activities on the rest."""
     llm = LLMActivities(deps)
     messages = MessageActivities(deps)
+    rag = RagActivities(deps)
     return {
-        "agents": {"workflows": [AgentSession], "activities": []},
-        "llm": {"workflows": [], "activities": [llm.generate]},
+        "agents": {
+            "workflows": [AgentSession, AgentTask],
+            "activities": [messages.publish_turn_event],
+        },
+        "llm": {"workflows": [], "activities": [llm.generate, llm.decide]},
         "tools": {"workflows": [], "activities": []},
-        "rag": {"workflows": [], "activities": []},
-        "messages": {"workflows": [], "activities": [messages.publish_turn_event]},
+        "rag": {
+            "workflows": [],
+            "activities": [rag.retrieve, rag.load_memory, rag.store_memory],
+        },
+        "messages": {
+            "workflows": [],
+            "activities": [
+                messages.publish_turn_event,
+                messages.finish_turn,
+                messages.store_reply,
+                messages.store_tool_result,
+                messages.record_human_reply,
+                messages.prepare_agent_task,
+            ],
+        },
     }
 
 

@@ -1,36 +1,33 @@
 """AgentSession: the actor behind one agent session (workflow id `session-<id>`).
 
 Its mailbox is the `send_message` update, which queues a turn and answers with the turn id at
-once; turns run one at a time. History holds ids only; after enough turns the session
-continues as new, carrying just its queue and the ids it has already accepted.
+once; turns run one at a time through the ChainExecutor. A message that arrives mid-turn follows
+the agent's double-texting policy: `queue`, `reject` (refused by the validator), `interrupt`
+(the running turn is cancelled, then the new one runs) or `rollback` (the same, and the
+cancelled turn's messages are deleted). History holds ids only; after enough turns the session
+continues as new, carrying just its queue and the turn ids it has already accepted.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
-from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ApplicationError
 
+from workflows.executor import ChainExecutor, TurnContext
 from workflows.types import (
-    AG_SELF_GEN,
-    LLM_QUEUE,
-    MESSAGES_QUEUE,
-    GenerateInput,
-    GenerateResult,
+    CancelTurn,
+    HumanReply,
     PendingTurn,
     SendMessage,
     SessionInput,
     SessionState,
-    StepState,
-    TurnEvent,
-    TurnState,
 )
 
 RECENT_TURN_IDS = 500
-NON_RETRYABLE_LLM_ERRORS = ["LLMNotConfigured", "AgentNotFound", "ProviderRejected"]
+INTERRUPTING = {"interrupt": "interrupted", "rollback": "rolled_back"}
 
 
 @workflow.defn(name="AgentSession")
@@ -41,7 +38,10 @@ class AgentSession:
         self._queue: deque[PendingTurn] = deque(start.pending)
         self._recent: deque[str] = deque(start.recent_turn_ids, maxlen=RECENT_TURN_IDS)
         self._turns_completed = start.turns_completed
-        self._active: TurnState | None = None
+        self._human_replies: dict[str, HumanReply] = {}
+        self._executor: ChainExecutor | None = None
+        self._turn_task: asyncio.Task[None] | None = None
+        self._cancel_reason: str | None = None
         self._closing = False
 
     @workflow.run
@@ -51,7 +51,9 @@ class AgentSession:
             await workflow.wait_condition(lambda: bool(self._queue) or self._closing)
             if not self._queue:
                 break
-            await self._run_turn(self._queue.popleft())
+            self._turn_task = asyncio.create_task(self._run_turn(self._queue.popleft()))
+            await self._turn_task
+            self._turn_task = None
             turns_this_run += 1
             if (
                 turns_this_run >= start.options.turns_before_continue_as_new
@@ -62,11 +64,39 @@ class AgentSession:
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._turns_completed
 
+    async def _run_turn(self, pending: PendingTurn) -> None:
+        ctx = TurnContext(
+            session_id=self._start.session_id,
+            agent_id=self._start.agent_id,
+            user_id=self._start.user_id,
+            turn_id=pending.turn_id,
+            message_id=pending.message_id,
+            options=self._start.options,
+            human_replies=self._human_replies,
+        )
+        self._cancel_reason = None
+        self._executor = ChainExecutor(ctx, pending.chain)
+        try:
+            await self._executor.run()
+        except asyncio.CancelledError:  # cancelled before the executor could record it
+            await self._executor.cancel_outcome(self._cancel_reason or "cancelled")
+        finally:
+            self._turns_completed += 1
+            self._executor = None
+
+    def _cancel_running(self, reason: str) -> None:
+        if self._turn_task is not None and not self._turn_task.done():
+            self._cancel_reason = reason
+            self._turn_task.cancel()
+
     @workflow.update(name="send_message")
     def send_message(self, message: SendMessage) -> str:
-        if message.turn_id not in self._recent:  # a resent update is not a second turn
-            self._recent.append(message.turn_id)
-            self._queue.append(PendingTurn(message.turn_id, message.message_id))
+        if message.turn_id in self._recent:  # a resent update is not a second turn
+            return message.turn_id
+        self._recent.append(message.turn_id)
+        if message.double_texting in INTERRUPTING:
+            self._cancel_running(INTERRUPTING[message.double_texting])
+        self._queue.append(PendingTurn(message.turn_id, message.message_id, message.chain))
         return message.turn_id
 
     @send_message.validator
@@ -75,8 +105,18 @@ class AgentSession:
             return
         if self._closing:
             raise ApplicationError("the session is closed", type="SessionClosed")
-        if message.double_texting == "reject" and (self._active or self._queue):
+        if message.double_texting == "reject" and (self._executor or self._queue):
             raise ApplicationError("the agent is still answering", type="SessionBusy")
+
+    @workflow.signal(name="cancel_turn")
+    def cancel_turn(self, request: CancelTurn) -> None:
+        running = self._executor
+        if running and request.turn_id in (None, running.ctx.turn_id):
+            self._cancel_running(request.reason)
+
+    @workflow.signal(name="human_reply")
+    def human_reply(self, reply: HumanReply) -> None:
+        self._human_replies[reply.request_id] = reply
 
     @workflow.signal(name="close")
     def close(self) -> None:
@@ -84,79 +124,21 @@ class AgentSession:
 
     @workflow.query(name="state")
     def state(self) -> SessionState:
-        status = "closing" if self._closing else "running" if self._active else "idle"
-        return SessionState(status, len(self._queue), self._turns_completed, self._active)
-
-    async def _run_turn(self, pending: PendingTurn) -> None:
-        turn = TurnState(pending.turn_id, pending.message_id, [StepState(0, AG_SELF_GEN)])
-        self._active = turn
-        step = turn.steps[0]
-        self._begin(step)
-        try:
-            result = await self._generate(turn.turn_id, step.index, start=True, complete=True)
-            self._end(step, "completed", f"message {result.message_id}")
-            turn.status = "completed"
-        except ActivityError as err:
-            self._end(step, "error", _error_type(err))
-            turn.status = "failed"
-            await self._publish_failure(turn.turn_id, err)
-        finally:
-            self._turns_completed += 1
-            self._active = None
-
-    async def _generate(
-        self, turn_id: str, step: int, start: bool, complete: bool
-    ) -> GenerateResult:
-        opts = self._start.options
-        return await workflow.execute_activity(
-            "GenerateReply",
-            GenerateInput(
-                session_id=self._start.session_id,
-                agent_id=self._start.agent_id,
-                turn_id=turn_id,
-                step=step,
-                start_turn=start,
-                complete_turn=complete,
-            ),
-            result_type=GenerateResult,
-            task_queue=LLM_QUEUE,
-            start_to_close_timeout=timedelta(seconds=opts.llm_start_to_close_seconds),
-            heartbeat_timeout=timedelta(seconds=opts.llm_heartbeat_seconds),
-            retry_policy=RetryPolicy(
-                initial_interval=timedelta(seconds=1),
-                maximum_interval=timedelta(seconds=30),
-                maximum_attempts=opts.llm_max_attempts,
-                non_retryable_error_types=NON_RETRYABLE_LLM_ERRORS,
-            ),
-            summary=f"turn {turn_id} step {step}: generate reply",
+        running = self._executor
+        waiting = running.ctx.waiting_for[0] if running and running.ctx.waiting_for else None
+        if self._closing:
+            status = "closing"
+        elif waiting:
+            status = "waiting_for_human"
+        else:
+            status = "running" if running else "idle"
+        return SessionState(
+            status=status,
+            queue_length=len(self._queue),
+            turns_completed=self._turns_completed,
+            active_turn=running.turn if running else None,
+            pending_human_request=waiting,
         )
-
-    async def _publish_failure(self, turn_id: str, err: ActivityError) -> None:
-        cause = err.cause
-        message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
-        await workflow.execute_activity(
-            "PublishTurnEvent",
-            TurnEvent(
-                session_id=self._start.session_id,
-                turn_id=turn_id,
-                event="turn.failed",
-                data={"turn_id": turn_id, "error": {"type": _error_type(err), "message": message}},
-                once_key=f"{turn_id}:failed",
-            ),
-            task_queue=MESSAGES_QUEUE,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
-            summary=f"turn {turn_id}: publish turn.failed",
-        )
-
-    def _begin(self, step: StepState) -> None:
-        step.status = "running"
-        step.started_at = workflow.now().isoformat()
-
-    def _end(self, step: StepState, status: str, result: str) -> None:
-        step.status = status
-        step.ended_at = workflow.now().isoformat()
-        step.result = result
 
     def _carry_over(self) -> SessionInput:
         return SessionInput(
@@ -168,12 +150,3 @@ class AgentSession:
             recent_turn_ids=list(self._recent),
             turns_completed=self._turns_completed,
         )
-
-
-def _error_type(err: ActivityError) -> str:
-    cause = err.cause
-    if isinstance(cause, ApplicationError) and cause.type:
-        return cause.type
-    if isinstance(cause, CancelledError):
-        return "cancelled"
-    return type(cause).__name__ if cause else "error"

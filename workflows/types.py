@@ -17,8 +17,6 @@ MESSAGES_QUEUE = "chatee-messages"
 
 SEARCH_ATTRIBUTES = ("ChateeAgentId", "ChateeUserId", "ChateeSessionId")
 
-AG_SELF_GEN = "AG_SELF_GEN"
-
 
 def session_workflow_id(session_id: int | str) -> str:
     return f"session-{session_id}"
@@ -32,12 +30,16 @@ class TurnOptions:
     llm_heartbeat_seconds: float = 30
     llm_max_attempts: int = 5
     turns_before_continue_as_new: int = 100
+    max_tool_rounds: int = 5
+    fallback_provider: str | None = None
+    fallback_model: str | None = None
 
 
 @dataclass
 class PendingTurn:
     turn_id: str
     message_id: str
+    chain: list[Any] = field(default_factory=lambda: ["AG_SELF_GEN"])
 
 
 @dataclass
@@ -57,28 +59,65 @@ class SendMessage:
     turn_id: str
     message_id: str
     double_texting: str = "queue"  # the agent's policy when this message was sent
+    chain: list[Any] = field(default_factory=lambda: ["AG_SELF_GEN"])  # the agent's template
 
 
 @dataclass
-class GenerateInput:
+class HumanReply:
+    request_id: str
+    message_id: str  # the reply's text is stored as a message first (claim-check)
+
+
+@dataclass
+class CancelTurn:
+    turn_id: str | None = None  # None: whatever turn is running
+    reason: str = "cancelled"
+
+
+@dataclass
+class StepInput:
+    """What every chain-step activity gets: where it is, and its action's parameters."""
+
     session_id: str
     agent_id: str
+    user_id: str
     turn_id: str
     step: int
-    start_turn: bool
-    complete_turn: bool
+    action: str
+    params: dict[str, Any] = field(default_factory=dict)
+    start_turn: bool = False  # first step: emits turn.started
+    complete_turn: bool = False  # last step, if it ends with a reply: emits turn.completed
+    prior_usage: dict[str, int] = field(default_factory=dict)  # usage of earlier LLM steps
+    provider: str | None = None  # failover: use this provider/model instead of the agent's
+    model: str | None = None
+    failover: bool = False
+    allow_tools: bool = True
 
 
 @dataclass
-class GenerateResult:
-    message_id: str
-    usage: dict[str, int]
+class ToolCallRef:
+    id: str
+    name: str
+    server_id: str | None  # None: the model named a tool the agent does not have
+    tool: str
+    policy: str  # allow | approve | deny | unknown
+
+
+@dataclass
+class StepResult:
+    summary: str
+    message_id: str | None = None  # the reply this step stored, if any
+    usage: dict[str, int] = field(default_factory=dict)
+    tool_calls: list[ToolCallRef] = field(default_factory=list)
+    choice: str | None = None
+    turn_completed: bool = False  # the activity already emitted turn.completed
 
 
 @dataclass
 class ToolCallInput:
-    """Run one tool call the model asked for. The arguments stay in the stored assistant
-    message (`assistant_message_id`, `tool_call_id`); the result is stored as a `tool` message."""
+    """Run one tool call. For a call the model asked for, the arguments stay in the stored
+    assistant message (`assistant_message_id`, `tool_call_id`); a chain's own `AG_USE_MCP`
+    step passes them inline. The result is stored as a `tool` message."""
 
     session_id: str
     agent_id: str
@@ -89,6 +128,8 @@ class ToolCallInput:
     tool_call_id: str
     server_id: str
     tool: str
+    arguments: dict[str, Any] | None = None
+    start_turn: bool = False
 
 
 @dataclass
@@ -99,12 +140,52 @@ class ToolCallResult:
 
 
 @dataclass
+class FinishTurnInput:
+    session_id: str
+    turn_id: str
+    status: str  # completed | failed | cancelled | interrupted | rolled_back
+    message_id: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+    error_type: str | None = None
+    error_message: str | None = None
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    rollback: bool = False  # delete what the turn stored, as if it never ran
+
+
+@dataclass
 class TurnEvent:
     session_id: str
     turn_id: str
     event: str
     data: dict[str, Any]
     once_key: str
+
+
+@dataclass
+class AgentTaskInput:
+    parent_session_id: str
+    parent_turn_id: str
+    parent_step: int
+    agent_id: str  # the agent asked to do the task
+    user_id: str
+    task: str | None  # None: the parent turn's user message
+    options: TurnOptions = field(default_factory=TurnOptions)
+
+
+@dataclass
+class TaskSession:
+    session_id: str
+    turn_id: str
+    message_id: str
+    chain: list[Any]
+    agent_name: str
+
+
+@dataclass
+class AgentTaskResult:
+    session_id: str
+    message_id: str | None
+    status: str
 
 
 @dataclass
@@ -127,7 +208,8 @@ class TurnState:
 
 @dataclass
 class SessionState:
-    status: str  # idle | running | closing
+    status: str  # idle | running | waiting_for_human | closing
     queue_length: int
     turns_completed: int
     active_turn: TurnState | None
+    pending_human_request: str | None = None

@@ -6,10 +6,11 @@ from fastapi import APIRouter, Response, status
 from sqlalchemy import select
 
 from api.deps import DB, Res, UserId, parse_id
-from api.errors import not_found
+from api.errors import Problem, not_found
 from api.schemas import AgentIn, AgentOut
 from chatee import store
 from chatee.ids import new_id
+from chatee.llm import provider_names
 from chatee.models import Agent
 
 router = APIRouter(prefix="/agents", tags=["agents"])
@@ -28,15 +29,22 @@ def agent_out(agent: Agent) -> AgentOut:
         chain=agent.chain,
         double_texting=agent.double_texting,
         memory=agent.memory,
+        tool_policy=agent.tool_policy or {},
         created_at=agent.created_at,
         updated_at=agent.updated_at,
     )
 
 
 def _apply(agent: Agent, body: AgentIn, res: Res) -> None:
+    provider = body.provider or res.settings.llm_default_provider
+    if provider not in provider_names(res.settings):
+        known = ", ".join(provider_names(res.settings))
+        raise Problem(
+            422, f"provider: unknown provider {provider!r}; known: {known}", "/problems/validation"
+        )
     agent.name = body.name
     agent.system_prompt = body.system_prompt
-    agent.provider = body.provider or res.settings.llm_default_provider
+    agent.provider = provider
     agent.model = body.model or res.settings.llm_default_model
     agent.temperature = body.temperature
     agent.max_tokens = body.max_tokens
@@ -44,6 +52,7 @@ def _apply(agent: Agent, body: AgentIn, res: Res) -> None:
     agent.chain = list(body.chain)
     agent.double_texting = body.double_texting
     agent.memory = body.memory
+    agent.tool_policy = body.tool_policy
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)

@@ -11,18 +11,29 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import EventSourceResponse
 from temporalio.client import WorkflowQueryFailedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import DB, Res, UserId, parse_id
 from api.errors import Problem, not_found, unavailable
-from api.schemas import MessageOut, MessagePage, SessionIn, SessionOut, SessionStateOut
+from api.schemas import (
+    CancelIn,
+    HumanReplyIn,
+    MessageOut,
+    MessagePage,
+    SessionIn,
+    SessionOut,
+    SessionStateOut,
+)
 from api.sse import event_source
 from chatee import store, temporal
 from chatee.bus import STREAM_ID
+from chatee.config import Settings
 from chatee.ids import new_id
 from chatee.models import Session
 from workflows.types import (
     AGENTS_QUEUE,
+    CancelTurn,
+    HumanReply,
     SessionInput,
     SessionState,
     TurnOptions,
@@ -30,6 +41,19 @@ from workflows.types import (
 )
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
+
+
+def turn_options(settings: Settings) -> TurnOptions:
+    knobs = settings.temporal
+    return TurnOptions(
+        llm_start_to_close_seconds=knobs.llm_start_to_close_seconds,
+        llm_heartbeat_seconds=knobs.llm_heartbeat_seconds,
+        llm_max_attempts=knobs.llm_max_attempts,
+        turns_before_continue_as_new=knobs.turns_before_continue_as_new,
+        max_tool_rounds=knobs.max_tool_rounds,
+        fallback_provider=settings.llm_fallback_provider,
+        fallback_model=settings.llm_fallback_model,
+    )
 
 
 def session_out(session: Session, state: SessionState | None = None) -> SessionOut:
@@ -66,7 +90,6 @@ async def create_session(body: SessionIn, user_id: UserId, db: DB, res: Res) -> 
     )
     db.add(session)
     await db.flush()
-    knobs = res.settings.temporal
     try:
         await res.temporal.start_workflow(
             "AgentSession",
@@ -74,12 +97,7 @@ async def create_session(body: SessionIn, user_id: UserId, db: DB, res: Res) -> 
                 session_id=str(session_id),
                 agent_id=str(agent.id),
                 user_id=str(user_id),
-                options=TurnOptions(
-                    llm_start_to_close_seconds=knobs.llm_start_to_close_seconds,
-                    llm_heartbeat_seconds=knobs.llm_heartbeat_seconds,
-                    llm_max_attempts=knobs.llm_max_attempts,
-                    turns_before_continue_as_new=knobs.turns_before_continue_as_new,
-                ),
+                options=turn_options(res.settings),
             ),
             id=session.workflow_id,
             task_queue=AGENTS_QUEUE,
@@ -106,14 +124,8 @@ async def list_sessions(
 @router.get("/{session_id}")
 async def get_session(session_id: str, user_id: UserId, db: DB, res: Res) -> SessionOut:
     session = await owned_session_or_404(db, user_id, session_id)
-    state: SessionState | None = None
-    try:
-        state = await res.temporal.get_workflow_handle(session.workflow_id).query(
-            "state", result_type=SessionState, rpc_timeout=timedelta(seconds=3)
-        )
-    except (RPCError, WorkflowQueryFailedError):
-        state = None  # the stored session is still worth returning without live state
-    return session_out(session, state)
+    # without live state (Temporal unreachable) the stored session is still worth returning
+    return session_out(session, await live_state(res, session))
 
 
 @router.post("/{session_id}/close", status_code=status.HTTP_202_ACCEPTED)
@@ -124,11 +136,67 @@ async def close_session(session_id: str, user_id: UserId, db: DB, res: Res) -> S
         try:
             await res.temporal.get_workflow_handle(session.workflow_id).signal("close")
         except RPCError as exc:
-            if exc.status.name != "NOT_FOUND":
+            if exc.status != RPCStatusCode.NOT_FOUND:
                 raise unavailable("Temporal") from None
         session.status = "closed"
         await db.commit()
     return session_out(session)
+
+
+async def live_state(res: Res, session: Session) -> SessionState | None:
+    try:
+        return await res.temporal.get_workflow_handle(session.workflow_id).query(
+            "state", result_type=SessionState, rpc_timeout=timedelta(seconds=3)
+        )
+    except (RPCError, WorkflowQueryFailedError):
+        return None
+
+
+@router.post("/{session_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
+async def cancel_turn(
+    session_id: str, user_id: UserId, db: DB, res: Res, body: CancelIn | None = None
+) -> SessionOut:
+    """Cancel the running turn: its activity stops, `turn.failed` (type `cancelled`) follows,
+    no half-stored reply, every tool call keeps a result. Queued turns still run."""
+    session = await owned_session_or_404(db, user_id, session_id)
+    request = CancelTurn(turn_id=body.turn_id if body else None)
+    try:
+        await res.temporal.get_workflow_handle(session.workflow_id).signal("cancel_turn", request)
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise unavailable("Temporal") from None
+        raise Problem(409, "the session is closed", "/problems/session-closed") from None
+    return session_out(session, await live_state(res, session))
+
+
+@router.post("/{session_id}/human-reply", status_code=status.HTTP_202_ACCEPTED)
+async def human_reply(
+    session_id: str, body: HumanReplyIn, user_id: UserId, db: DB, res: Res
+) -> dict[str, str]:
+    """Answer an `AG_CALL_HUMAN` step (`human.request` event) of the running turn."""
+    session = await owned_session_or_404(db, user_id, session_id)
+    limit = res.settings.limits.max_message_bytes
+    if len(body.content.encode()) > limit:
+        raise Problem(413, f"content is over the {limit}-byte limit", "/problems/message-too-large")
+    state = await live_state(res, session)
+    if state is None or state.pending_human_request != body.request_id:
+        raise Problem(404, "no pending human request with that id", "/problems/not-found")
+    turn_id = int(body.request_id.split("-")[0])
+    message = await store.store_message_once(
+        res.db,
+        idempotency_key=f"human:{body.request_id}",
+        session_id=session.id,
+        role="user",
+        content=body.content,
+        turn_id=turn_id,
+    )
+    try:
+        await res.temporal.get_workflow_handle(session.workflow_id).signal(
+            "human_reply", HumanReply(body.request_id, str(message.id))
+        )
+    except RPCError:
+        raise unavailable("Temporal") from None
+    return {"request_id": body.request_id, "message_id": str(message.id)}
 
 
 @router.get("/{session_id}/messages")

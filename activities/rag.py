@@ -1,0 +1,187 @@
+"""Context steps on the `chatee-rag` queue: retrieval over the session's own earlier messages
+(`AG_RAG`) and memory (`AG_MEMORY_LOAD` / `AG_MEMORY_STORE`). What they find is stored as a
+system note of the turn, which the next generation step reads."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+
+from sqlalchemy import select
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.deps import Deps
+from activities.steps import announce, complete, heartbeating
+from chatee import memory, store
+from chatee.llm import LLMNotConfigured
+from chatee.models import Agent, Message
+from workflows.types import StepInput, StepResult
+
+WORD = re.compile(r"\w+", re.UNICODE)
+SCAN_LIMIT = 5000
+EXTRACT_PROMPT = (
+    "From the conversation, extract durable facts worth remembering about the user "
+    "(name, preferences, goals). Answer only with a JSON object mapping short snake_case keys "
+    "to short string values; answer {} if there is nothing new."
+)
+
+
+class RagActivities:
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    @activity.defn(name="Retrieve")
+    async def retrieve(self, inp: StepInput) -> StepResult:
+        """BM25 over the session's messages that have fallen out of the context window."""
+        await announce(self.deps.bus, inp)
+        session_id, turn_id = int(inp.session_id), int(inp.turn_id)
+        window = self.deps.settings.limits.context_messages
+        async with self.deps.db() as db:
+            recent = await store.turn_context(db, session_id, turn_id, window)
+            query = inp.params.get("query") or next(
+                (m.content for m in reversed(recent) if m.role == "user"), ""
+            )
+            seen = {m.id for m in recent}
+            stmt = (
+                select(Message)
+                .where(
+                    Message.session_id == session_id,
+                    Message.turn_id < turn_id,
+                    Message.role.in_(("user", "assistant")),
+                )
+                .order_by(Message.id.desc())
+                .limit(SCAN_LIMIT)
+            )
+            older = [m for m in (await db.execute(stmt)).scalars() if m.id not in seen]
+        hits = bm25(query, [(m.id, m.content) for m in older], int(inp.params.get("top_k", 4)))
+        citations = [{"message_id": str(mid), "score": round(score, 3)} for mid, score in hits]
+        if not hits:
+            await complete(self.deps.bus, inp, "nothing relevant found", citations=[])
+            return StepResult("nothing relevant found")
+        by_id = {m.id: m for m in older}
+        lines = [
+            f"- ({by_id[mid].created_at:%Y-%m-%d} {by_id[mid].role}) {by_id[mid].content[:500]}"
+            for mid, _ in hits
+        ]
+        note = "Relevant earlier messages from this conversation:\n" + "\n".join(lines)
+        await self._note(inp, note)
+        summary = f"{len(hits)} earlier messages retrieved"
+        await complete(self.deps.bus, inp, summary, citations=citations)
+        return StepResult(summary)
+
+    @activity.defn(name="LoadMemory")
+    async def load_memory(self, inp: StepInput) -> StepResult:
+        await announce(self.deps.bus, inp)
+        async with self.deps.db() as db:
+            rows = await memory.entries(
+                db, int(inp.agent_id), int(inp.user_id), inp.params.get("scope", "all")
+            )
+        if not rows:
+            await complete(self.deps.bus, inp, "no memories")
+            return StepResult("no memories")
+        lines = [
+            f"- {r.key}: {r.value}" + (" (about this user)" if r.user_id else "") for r in rows
+        ]
+        await self._note(inp, "What you remember:\n" + "\n".join(lines))
+        summary = f"{len(rows)} memories loaded"
+        await complete(self.deps.bus, inp, summary)
+        return StepResult(summary)
+
+    @activity.defn(name="StoreMemory")
+    async def store_memory(self, inp: StepInput) -> StepResult:
+        """Store the step's key/value, or let the model extract facts from this turn."""
+        await announce(self.deps.bus, inp)
+        agent_id, user_id = int(inp.agent_id), int(inp.user_id)
+        owner = memory.AGENT_WIDE if inp.params.get("scope") == "agent" else user_id
+        usage: dict[str, int] = {}
+        if "key" in inp.params:
+            facts = {inp.params["key"]: inp.params["value"]}
+        else:
+            async with heartbeating():
+                facts, usage = await self._extract(inp)
+        for key, value in facts.items():
+            await memory.put(self.deps.db, agent_id, owner, str(key), str(value))
+        summary = f"{len(facts)} memories stored" + (f": {', '.join(facts)}" if facts else "")
+        await complete(self.deps.bus, inp, summary)
+        return StepResult(summary, usage=usage)
+
+    async def _extract(self, inp: StepInput) -> tuple[dict[str, str], dict[str, int]]:
+        async with self.deps.db() as db:
+            agent = await db.get(Agent, int(inp.agent_id))
+            if agent is None:
+                raise ApplicationError(
+                    "the agent was deleted", type="AgentNotFound", non_retryable=True
+                )
+            history = await store.turn_context(db, int(inp.session_id), int(inp.turn_id), 20)
+        try:
+            client = self.deps.llm.get(agent.provider)
+        except LLMNotConfigured as exc:
+            raise ApplicationError(str(exc), type="LLMNotConfigured", non_retryable=True) from None
+        transcript = "\n".join(
+            f"{m.role}: {m.content}" for m in history if m.role in ("user", "assistant")
+        )
+        response = await client.chat.completions.create(
+            model=agent.model,
+            messages=[
+                {"role": "system", "content": EXTRACT_PROMPT},
+                {"role": "user", "content": transcript},
+            ],
+            response_format={"type": "json_object"},
+        )
+        text = response.choices[0].message.content or "{}"
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = {}
+        facts = {str(k): str(v) for k, v in parsed.items()} if isinstance(parsed, dict) else {}
+        usage = {}
+        if response.usage:
+            usage = {
+                "prompt_tokens": response.usage.prompt_tokens,
+                "completion_tokens": response.usage.completion_tokens,
+                "total_tokens": response.usage.total_tokens,
+            }
+        return dict(list(facts.items())[:20]), usage
+
+    async def _note(self, inp: StepInput, text: str) -> None:
+        await store.store_message_once(
+            self.deps.db,
+            idempotency_key=f"{inp.turn_id}:{inp.step}:note",
+            session_id=int(inp.session_id),
+            role="system",
+            content=text,
+            turn_id=int(inp.turn_id),
+        )
+
+
+def tokens(text: str) -> list[str]:
+    return [w.lower() for w in WORD.findall(text)]
+
+
+def bm25(
+    query: str, documents: list[tuple[int, str]], top_k: int, k1: float = 1.2, b: float = 0.75
+) -> list[tuple[int, float]]:
+    """Okapi BM25: the `top_k` best (id, score) pairs with a score above zero."""
+    terms = set(tokens(query))
+    if not terms or not documents:
+        return []
+    docs = [(doc_id, Counter(tokens(text))) for doc_id, text in documents]
+    avg = sum(sum(c.values()) for _, c in docs) / len(docs) or 1
+    df = Counter(t for _, c in docs for t in terms if t in c)
+    n = len(docs)
+    scored = []
+    for doc_id, counts in docs:
+        length = sum(counts.values())
+        score = 0.0
+        for term in terms:
+            tf = counts.get(term, 0)
+            if tf:
+                idf = math.log(1 + (n - df[term] + 0.5) / (df[term] + 0.5))
+                score += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avg))
+        if score > 0:
+            scored.append((doc_id, score))
+    scored.sort(key=lambda pair: (-pair[1], -pair[0]))
+    return scored[:top_k]

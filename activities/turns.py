@@ -1,0 +1,88 @@
+"""Ending a turn: one record, one final event, and no tool call left without a result."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+
+from activities.deps import Deps
+from chatee import store
+from chatee.models import Message, Turn
+from workflows.types import FinishTurnInput
+
+
+async def finish_turn(deps: Deps, inp: FinishTurnInput) -> None:
+    session_id, turn_id = int(inp.session_id), int(inp.turn_id)
+    if inp.rollback:
+        async with deps.db() as db:
+            await db.execute(
+                delete(Message).where(Message.session_id == session_id, Message.turn_id == turn_id)
+            )
+            await db.commit()
+    else:
+        await close_open_tool_calls(deps, session_id, turn_id, inp.error_message or inp.status)
+    await _record(deps, inp)
+
+    key = f"{inp.turn_id}:{'completed' if inp.status == 'completed' else 'failed'}"
+    if inp.status == "completed":
+        content = ""
+        if inp.message_id:
+            async with deps.db() as db:
+                message = await db.get(Message, int(inp.message_id))
+                content = message.content if message else ""
+        data = {"turn_id": inp.turn_id, "message_id": inp.message_id, "content": content}
+        await deps.bus.publish(inp.session_id, "turn.completed", {**data, "usage": inp.usage}, key)
+    else:
+        error = {"type": inp.error_type or inp.status, "message": inp.error_message or inp.status}
+        await deps.bus.publish(
+            inp.session_id, "turn.failed", {"turn_id": inp.turn_id, "error": error}, key
+        )
+
+
+async def close_open_tool_calls(deps: Deps, session_id: int, turn_id: int, reason: str) -> None:
+    """Give every tool call of the turn a result, so the conversation stays well-formed."""
+    async with deps.db() as db:
+        rows = (
+            await db.execute(
+                select(Message).where(Message.session_id == session_id, Message.turn_id == turn_id)
+            )
+        ).scalars()
+        messages = list(rows)
+    answered = {m.tool_call_id for m in messages if m.role == "tool"}
+    for message in messages:
+        for call in message.tool_calls or []:
+            if call["id"] in answered:
+                continue
+            await store.store_message_once(
+                deps.db,
+                idempotency_key=f"{turn_id}:{call['id']}:closed",
+                session_id=session_id,
+                role="tool",
+                content=json.dumps(
+                    {"is_error": True, "content": [{"type": "text", "text": reason}]}
+                ),
+                turn_id=turn_id,
+                tool_call_id=call["id"],
+            )
+
+
+async def _record(deps: Deps, inp: FinishTurnInput) -> None:
+    async with deps.db() as db:
+        if await db.get(Turn, int(inp.turn_id)) is not None:
+            return
+        db.add(
+            Turn(
+                id=int(inp.turn_id),
+                session_id=int(inp.session_id),
+                status=inp.status,
+                error_type=inp.error_type,
+                usage=inp.usage or None,
+                steps=inp.steps or None,
+            )
+        )
+        try:
+            await db.commit()
+        except IntegrityError:  # a concurrent attempt recorded it first
+            await db.rollback()
