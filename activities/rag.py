@@ -35,16 +35,14 @@ class RagActivities:
 
     @activity.defn(name="Retrieve")
     async def retrieve(self, inp: StepInput) -> StepResult:
-        """BM25 over the session's messages that have fallen out of the context window."""
+        """BM25 over the session's messages of earlier turns."""
         await announce(self.deps.bus, inp)
         session_id, turn_id = int(inp.session_id), int(inp.turn_id)
-        window = self.deps.settings.limits.context_messages
         async with self.deps.db() as db:
-            recent = await store.turn_context(db, session_id, turn_id, window)
+            recent = await store.turn_context(db, session_id, turn_id, 5)
             query = inp.params.get("query") or next(
                 (m.content for m in reversed(recent) if m.role == "user"), ""
             )
-            seen = {m.id for m in recent}
             stmt = (
                 select(Message)
                 .where(
@@ -55,7 +53,7 @@ class RagActivities:
                 .order_by(Message.id.desc())
                 .limit(SCAN_LIMIT)
             )
-            older = [m for m in (await db.execute(stmt)).scalars() if m.id not in seen]
+            older = list((await db.execute(stmt)).scalars())
         hits = bm25(query, [(m.id, m.content) for m in older], int(inp.params.get("top_k", 4)))
         citations = [{"message_id": str(mid), "score": round(score, 3)} for mid, score in hits]
         if not hits:

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 import pytest
@@ -24,6 +24,7 @@ from tests.support import Api, Stack
 from workflows.types import SEARCH_ATTRIBUTES
 
 MARIADB = ("127.0.0.1", 3306)
+ISOLATED = ("isolated-1", "isolated-2", "isolated-3")
 REDIS = ("127.0.0.1", 6379)
 
 
@@ -39,6 +40,8 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=temporal_binary(),
         search_attributes=[SearchAttributeKey.for_keyword(n) for n in SEARCH_ATTRIBUTES],
         dev_server_log_level="error",
+        # namespaces of their own for stacks whose workers must not share task queues
+        dev_server_extra_args=[arg for ns in ISOLATED for arg in ("--namespace", ns)],
     )
     yield env
     await env.shutdown()
@@ -166,3 +169,22 @@ async def user(http: httpx.AsyncClient) -> Api:
 @pytest.fixture
 async def other_user(http: httpx.AsyncClient) -> Api:
     return await Api.register(http)
+
+
+@pytest.fixture(scope="session")
+def isolated_stacks(
+    stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[dict[str, str]], Stack]]:
+    """Stacks in Temporal namespaces of their own: a test can kill or misconfigure their
+    workers without touching the shared stack. Start the processes you need on the result."""
+    free = list(ISOLATED)
+    made: list[Stack] = []
+
+    def make(extra_env: dict[str, str]) -> Stack:
+        env = {**stack_env, "CHATEE_TEMPORAL_NAMESPACE": free.pop(0), **extra_env}
+        made.append(Stack(env=env, tmp=tmp_path_factory.mktemp("isolated")))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.stop()

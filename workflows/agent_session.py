@@ -41,7 +41,6 @@ class AgentSession:
         self._human_replies: dict[str, HumanReply] = {}
         self._executor: ChainExecutor | None = None
         self._turn_task: asyncio.Task[None] | None = None
-        self._cancel_reason: str | None = None
         self._closing = False
 
     @workflow.run
@@ -74,19 +73,19 @@ class AgentSession:
             options=self._start.options,
             human_replies=self._human_replies,
         )
-        self._cancel_reason = None
         self._executor = ChainExecutor(ctx, pending.chain)
         try:
             await self._executor.run()
         except asyncio.CancelledError:  # cancelled before the executor could record it
-            await self._executor.cancel_outcome(self._cancel_reason or "cancelled")
+            await self._executor.cancel_outcome(ctx.cancel_reason or "cancelled")
         finally:
             self._turns_completed += 1
             self._executor = None
 
     def _cancel_running(self, reason: str) -> None:
-        if self._turn_task is not None and not self._turn_task.done():
-            self._cancel_reason = reason
+        running = self._executor
+        if running and self._turn_task is not None and not self._turn_task.done():
+            running.ctx.cancel_reason = reason
             self._turn_task.cancel()
 
     @workflow.update(name="send_message")

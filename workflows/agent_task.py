@@ -4,6 +4,7 @@ caller's; cancelling the caller's turn cancels it."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -47,6 +48,8 @@ class AgentTask:
             human_replies=self._human_replies,
         )
         outcome = await ChainExecutor(ctx, session.chain).run()
+        if outcome.status == "cancelled":  # recorded; now show the run as cancelled too
+            raise asyncio.CancelledError
         return AgentTaskResult(session.session_id, outcome.message_id, outcome.status)
 
     @workflow.signal(name="human_reply")

@@ -15,7 +15,12 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+)
 from temporalio.workflow import ActivityCancellationType, ParentClosePolicy
 
 from workflows.chain import (
@@ -79,6 +84,7 @@ class TurnContext:
     options: TurnOptions
     human_replies: dict[str, HumanReply]
     waiting_for: list[str] = field(default_factory=list)  # human request ids being awaited
+    cancel_reason: str | None = None  # set by whoever cancels the turn: why
 
 
 @dataclass
@@ -144,8 +150,10 @@ class ChainExecutor:
                     break
                 i += 1
         except asyncio.CancelledError:
-            return await self._wind_down("cancelled")
+            return await self._wind_down(self.ctx.cancel_reason or "cancelled")
         except (ActivityError, ChildWorkflowError, TurnFailed) as err:
+            if _cancelled(err):  # the step stopped because the turn was cancelled
+                return await self._wind_down(self.ctx.cancel_reason or "cancelled")
             error_type, message = describe(err)
             self._fail_running(error_type)
             return await self._finish(
@@ -511,6 +519,11 @@ _REASONS = {
 def add_usage(total: dict[str, int], more: dict[str, int]) -> dict[str, int]:
     keys = ("prompt_tokens", "completion_tokens", "total_tokens")
     return {k: total.get(k, 0) + more.get(k, 0) for k in keys} if more else dict(total)
+
+
+def _cancelled(err: BaseException) -> bool:
+    cause = err.cause if isinstance(err, (ActivityError, ChildWorkflowError)) else None
+    return isinstance(cause, CancelledError)
 
 
 def describe(err: BaseException) -> tuple[str, str]:

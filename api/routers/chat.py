@@ -22,6 +22,7 @@ from api.sse import event_source, turn_events
 from chatee import store
 from chatee.ids import new_id
 from chatee.models import Agent, Message, Session
+from workflows.chain import DEFAULT_CHAIN
 from workflows.types import SendMessage
 
 router = APIRouter(prefix="/chat", tags=["chat"])
@@ -106,7 +107,10 @@ async def deliver(res: Res, session: Session, agent: Agent, message: Message) ->
         await handle.execute_update(
             "send_message",
             SendMessage(
-                turn_id=turn_id, message_id=str(message.id), double_texting=agent.double_texting
+                turn_id=turn_id,
+                message_id=str(message.id),
+                double_texting=agent.double_texting,
+                chain=agent.chain or list(DEFAULT_CHAIN),
             ),
             id=f"turn-{turn_id}",
             result_type=str,
