@@ -7,6 +7,7 @@ client resumes with `Last-Event-ID`. Streams are trimmed by age (kept at least
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 STREAM_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
 
@@ -83,11 +86,20 @@ class EventBus:
         return events
 
     async def follow(
-        self, session_id: int | str, after: str, block_ms: int = 15000
+        self, session_id: int | str, after: str, block_ms: int = 10000
     ) -> AsyncIterator[Event]:
-        """Every event after `after`, forever; the caller stops iterating."""
+        """Every event after `after`, forever; the caller stops iterating. While Redis is
+        unreachable it keeps trying from the same position, so nothing is skipped."""
+        backoff = 0.1
         while True:
-            for event in await self.read(session_id, after, block_ms=block_ms):
+            try:
+                events = await self.read(session_id, after, block_ms=block_ms)
+            except (RedisConnectionError, RedisTimeoutError):
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.1
+            for event in events:
                 after = event.id
                 yield event
 

@@ -19,6 +19,7 @@ def connect_redis(settings: Settings) -> Redis:
         decode_responses=True,
         health_check_interval=30,
         socket_connect_timeout=5,
+        socket_timeout=30,  # above the 10 s block of the event stream's XREAD
         retry=Retry(ExponentialBackoff(cap=1, base=0.05), retries=3),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )

@@ -179,7 +179,8 @@ class Api:
         ) as source:
             source.response.raise_for_status()
             async for sse in source.aiter_sse():
-                events.append({"id": sse.id, "event": sse.event, "data": json.loads(sse.data)})
+                if sse.data:  # keep-alive pings carry no data
+                    events.append({"id": sse.id, "event": sse.event, "data": json.loads(sse.data)})
         return events
 
     async def events(
@@ -201,6 +202,8 @@ class Api:
         ) as source:
             source.response.raise_for_status()
             async for sse in source.aiter_sse():
+                if not sse.data:  # keep-alive ping
+                    continue
                 events.append({"id": sse.id, "event": sse.event, "data": json.loads(sse.data)})
                 if done(events[-1]):
                     break
