@@ -22,6 +22,12 @@ class Credentials(BaseModel):
     username: str = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
     password: str = Field(min_length=8, max_length=256)
 
+    @field_validator("username")
+    @classmethod
+    def _case_insensitive(cls, username: str) -> str:
+        """Usernames are case-insensitive on every database (MySQL's collation already is)."""
+        return username.lower()
+
 
 class AuthResult(BaseModel):
     user_id: Id

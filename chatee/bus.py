@@ -19,7 +19,14 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-STREAM_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
+_STREAM_ID = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
+_U64 = 2**64 - 1
+
+
+def is_stream_id(text: str) -> bool:
+    """A Redis stream id (`<ms>` or `<ms>-<seq>`, each part a 64-bit unsigned number)."""
+    match = _STREAM_ID.fullmatch(text)
+    return bool(match) and all(int(part) <= _U64 for part in match.groups() if part)
 
 # KEYS[1] stream, KEYS[2] dedupe marker ('' for none)
 # ARGV: min id kept, max length, ttl seconds, event name, JSON data
@@ -62,7 +69,7 @@ class EventBus:
         (a retried activity cannot show the same event twice). Returns the stream id."""
         dedupe = f"chatee:once:{session_id}:{once_key}" if once_key else ""
         min_id = max(0, int(time.time() * 1000) - self.retention_seconds * 1000)
-        payload = json.dumps({"session_id": str(session_id), **data}, separators=(",", ":"))
+        payload = json.dumps({**data, "session_id": str(session_id)}, separators=(",", ":"))
         result = await self._publish(
             keys=[stream_key(session_id), dedupe],
             args=[min_id, self.max_len, self.retention_seconds, event, payload],

@@ -47,12 +47,19 @@ async def test_register_login_and_wrong_password(http: httpx.AsyncClient) -> Non
     assert_problem(r, 401)
 
 
-async def test_duplicate_username_is_409(http: httpx.AsyncClient) -> None:
-    user = await Api.register(http)
-    name = "dup-" + user.user_id
-    await Api.register(http, name)
+async def test_duplicate_username_is_409_whatever_the_case(http: httpx.AsyncClient) -> None:
+    name = f"Dup-{uuid.uuid4().hex[:8]}"
+    user = await Api.register(http, name)
     r = await http.post("/api/v1/auth/register", json={"username": name, "password": "another one"})
     assert_problem(r, 409)
+    r = await http.post(
+        "/api/v1/auth/register", json={"username": name.upper(), "password": "another one"}
+    )
+    assert_problem(r, 409)
+    r = await http.post(
+        "/api/v1/auth/login", json={"username": name.lower(), "password": "correct horse"}
+    )
+    assert r.status_code == 200 and r.json()["user_id"] == user.user_id
 
 
 @pytest.mark.parametrize(

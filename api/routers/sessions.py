@@ -26,7 +26,7 @@ from api.schemas import (
 )
 from api.sse import event_source
 from chatee import store, temporal
-from chatee.bus import STREAM_ID
+from chatee.bus import is_stream_id
 from chatee.config import Settings
 from chatee.ids import new_id
 from chatee.models import Session
@@ -252,7 +252,7 @@ async def session_events(
     `Last-Event-ID` (or `?after=`) to resume. Without either, only new events are sent."""
     session = await owned_session_or_404(db, user_id, session_id)
     cursor = last_event_id or after
-    if cursor is not None and not STREAM_ID.match(cursor):
+    if cursor is not None and not is_stream_id(cursor):
         raise Problem(
             400,
             "Last-Event-ID / after must be a stream id like 1700000000000-0",
