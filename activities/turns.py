@@ -25,7 +25,7 @@ async def finish_turn(deps: Deps, inp: FinishTurnInput) -> None:
         await close_open_tool_calls(deps, session_id, turn_id, inp.error_message or inp.status)
     await _record(deps, inp)
 
-    key = f"{inp.turn_id}:{'completed' if inp.status == 'completed' else 'failed'}"
+    key = f"{inp.turn_id}:end"  # one ending per turn, whichever is recorded first
     if inp.status == "completed":
         content = ""
         if inp.message_id:

@@ -84,7 +84,12 @@ class AgentSession:
 
     def _cancel_running(self, reason: str) -> None:
         running = self._executor
-        if running and self._turn_task is not None and not self._turn_task.done():
+        if (
+            running
+            and not running.finishing
+            and self._turn_task is not None
+            and not self._turn_task.done()
+        ):
             running.ctx.cancel_reason = reason
             self._turn_task.cancel()
 

@@ -108,6 +108,7 @@ class ChainExecutor:
         self._next_index = 0
         self.turn.steps = [self._new_step(a) for a in self.plan]
         self._started = False
+        self.finishing = False
         self._usage: dict[str, int] = {}
         self._approvals: dict[str, bool] = {}
         self._handlers: dict[str, Handler] = {
@@ -197,6 +198,7 @@ class ChainExecutor:
         return await self._finish(result)
 
     async def _finish(self, result: FinishTurnInput) -> FinishTurnInput:
+        self.finishing = True  # past this point the turn is no longer cancellable
         result.steps = [
             {"index": s.index, "action": s.action, "status": s.status, "result": s.result}
             for s in self.turn.steps
