@@ -90,56 +90,49 @@ async def wait_state(handle: WorkflowHandle, status: str) -> SessionState:
     raise AssertionError(f"never reached {status}: {state}")
 
 
+@pytest.fixture
+async def workers(skipping: WorkflowEnvironment, deps: Deps) -> AsyncIterator[None]:
+    """Every queue's worker, in this process, on the time-skipping server."""
+    running = build_workers(skipping.client, deps, list(QUEUES))
+    tasks = [asyncio.create_task(w.run()) for w in running]
+    yield
+    for w in running:
+        await w.shutdown()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@pytest.mark.usefixtures("workers")
 async def test_a_reply_after_two_days_continues_the_turn(
     skipping: WorkflowEnvironment, deps: Deps
 ) -> None:
-    workers = build_workers(skipping.client, deps, list(QUEUES))
-    async with asyncio.TaskGroup() as group:
-        for w in workers:
-            group.create_task(w.run())
-        try:
-            handle = await start_session(skipping, deps, "book the train")
-            session_id = handle.id.removeprefix("session-")
-            state = await wait_state(handle, "waiting_for_human")
-            await skipping.sleep(timedelta(days=2))
-            assert (
-                await handle.query("state", result_type=SessionState)
-            ).status == "waiting_for_human"
+    handle = await start_session(skipping, deps, "book the train")
+    session_id = handle.id.removeprefix("session-")
+    state = await wait_state(handle, "waiting_for_human")
+    await skipping.sleep(timedelta(days=2))
+    assert (await handle.query("state", result_type=SessionState)).status == "waiting_for_human"
 
-            reply_id = new_id()
-            async with deps.db() as db:
-                turn_id = int(state.active_turn.turn_id)  # type: ignore[union-attr]
-                db.add(Message(id=reply_id, session_id=int(session_id), role="user",
-                               content="yes, book it", turn_id=turn_id))  # fmt: skip
-                await db.commit()
-            await handle.signal(
-                "human_reply", HumanReply(state.pending_human_request, str(reply_id))
-            )
-            state = await wait_state(handle, "idle")
-            assert state.turns_completed == 1
-            assert await final_event(deps.bus, session_id) == "turn.completed"
-        finally:
-            for w in workers:
-                await w.shutdown()
+    reply_id = new_id()
+    async with deps.db() as db:
+        turn_id = int(state.active_turn.turn_id)  # type: ignore[union-attr]
+        db.add(Message(id=reply_id, session_id=int(session_id), role="user",
+                       content="yes, book it", turn_id=turn_id))  # fmt: skip
+        await db.commit()
+    await handle.signal("human_reply", HumanReply(state.pending_human_request, str(reply_id)))
+    state = await wait_state(handle, "idle")
+    assert state.turns_completed == 1
+    assert await final_event(deps.bus, session_id) == "turn.completed"
 
 
+@pytest.mark.usefixtures("workers")
 async def test_no_reply_in_three_days_fails_the_turn(
     skipping: WorkflowEnvironment, deps: Deps
 ) -> None:
-    workers = build_workers(skipping.client, deps, list(QUEUES))
-    async with asyncio.TaskGroup() as group:
-        for w in workers:
-            group.create_task(w.run())
-        try:
-            handle = await start_session(skipping, deps, "book the plane")
-            session_id = handle.id.removeprefix("session-")
-            await wait_state(handle, "waiting_for_human")
-            await skipping.sleep(timedelta(days=3, minutes=1))
-            state = await wait_state(handle, "idle")
-            assert state.turns_completed == 1
-            events = await deps.bus.read(session_id, "0-0", block_ms=None)  # type: ignore[arg-type]
-            failed = [e for e in events if e.event == "turn.failed"]
-            assert failed and failed[0].data["error"]["type"] == "human_timeout"
-        finally:
-            for w in workers:
-                await w.shutdown()
+    handle = await start_session(skipping, deps, "book the plane")
+    session_id = handle.id.removeprefix("session-")
+    await wait_state(handle, "waiting_for_human")
+    await skipping.sleep(timedelta(days=3, minutes=1))
+    state = await wait_state(handle, "idle")
+    assert state.turns_completed == 1
+    events = await deps.bus.read(session_id, "0-0", block_ms=None)  # type: ignore[arg-type]
+    failed = [e for e in events if e.event == "turn.failed"]
+    assert failed and failed[0].data["error"]["type"] == "human_timeout"
