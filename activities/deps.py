@@ -11,6 +11,7 @@ from chatee.bus import EventBus
 from chatee.config import Settings
 from chatee.db import create_engine, session_factory
 from chatee.llm import ClientPool
+from chatee.mcp import McpManager, persist_tools
 from chatee.redis import connect_redis
 
 
@@ -22,21 +23,25 @@ class Deps:
     redis: Redis
     bus: EventBus
     llm: ClientPool
+    mcp: McpManager
 
     @classmethod
     def create(cls, settings: Settings) -> Deps:
         engine = create_engine(settings.sqlalchemy_url())
         redis = connect_redis(settings)
+        db = session_factory(engine)
         return cls(
             settings=settings,
             engine=engine,
-            db=session_factory(engine),
+            db=db,
             redis=redis,
             bus=EventBus(redis, settings.events.retention_seconds, settings.events.max_len),
             llm=ClientPool(settings),
+            mcp=McpManager(settings, on_tools_changed=persist_tools(db)),
         )
 
     async def close(self) -> None:
+        await self.mcp.close()
         await self.llm.close()
         await self.redis.aclose()
         await self.engine.dispose()

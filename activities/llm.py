@@ -51,7 +51,7 @@ class LLMActivities:
                 tool_calls=calls or None,
             )
         message_id, usage = str(stored.id), stored.usage or {}
-        refs = [_ref(call, tools, agent) for call in stored.tool_calls or []]
+        refs = [_ref(call, tools) for call in stored.tool_calls or []]
         await complete(
             self.deps.bus, inp, "asked for tools" if refs else "replied", message_id=message_id
         )
@@ -133,7 +133,7 @@ class LLMActivities:
         from chatee.mcp import agent_tools
 
         async with self.deps.db() as db:
-            return await agent_tools(db, agent)
+            return await agent_tools(db, agent, self.deps.mcp)
 
     def _request(
         self, inp: StepInput, agent: Agent, messages: list[dict[str, Any]]
@@ -238,12 +238,11 @@ def openai_messages(
     return out
 
 
-def _ref(call: dict[str, str], tools: list[Any], agent: Agent) -> ToolCallRef:
+def _ref(call: dict[str, str], tools: list[Any]) -> ToolCallRef:
     tool = next((t for t in tools if t.name == call["name"]), None)
     if tool is None:
         return ToolCallRef(call["id"], call["name"], None, call["name"], "unknown")
-    policy = (agent.tool_policy or {}).get(call["name"], "allow")
-    return ToolCallRef(call["id"], call["name"], str(tool.server_id), tool.tool, policy)
+    return ToolCallRef(call["id"], call["name"], str(tool.server_id), tool.tool, tool.policy)
 
 
 def _classify(exc: openai.APIStatusError, provider: str) -> Exception:

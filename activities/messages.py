@@ -4,6 +4,7 @@ without a model, tool results it refuses, human replies, agent tasks, and turn e
 from __future__ import annotations
 
 import json
+import re
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -117,7 +118,8 @@ class MessageActivities:
         async with self.deps.db() as db:
             reply = await db.get(Message, int(inp.params["reply_message_id"]))
         text = reply.content.strip() if reply else ""
-        approved = text.lower().rstrip(".!").split(" ")[0] in APPROVING if text else False
+        first_word = re.match(r"\w+", text.lower())
+        approved = bool(first_word) and first_word.group() in APPROVING
         choice = "approved" if approved else "declined"
         summary = f"human replied: {text[:80]}"
         await complete(self.deps.bus, inp, summary, reply_message_id=inp.params["reply_message_id"])

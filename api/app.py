@@ -10,12 +10,14 @@ from fastapi import FastAPI
 from api import errors
 from api.deps import Resources
 from api.limits import BodySizeLimit
-from api.routers import agents, auth, chat, health, sessions
+from api.mcp_server import AgentsMcpServer
+from api.routers import agents, auth, chat, health, mcp, sessions
 from chatee import temporal
 from chatee.bus import EventBus
 from chatee.config import ConfigError, Settings
 from chatee.db import create_engine, session_factory
 from chatee.logging import register_secret
+from chatee.mcp import McpManager, persist_tools
 from chatee.redis import connect_redis
 
 
@@ -39,7 +41,11 @@ def create_app(settings: Settings) -> FastAPI:
             bus=EventBus(redis, settings.events.retention_seconds, settings.events.max_len),
             temporal=client,
         )
-        yield
+        # this process's pooled MCP sessions (registry connect/list/call)
+        app.state.mcp = McpManager(settings, on_tools_changed=persist_tools(app.state.resources.db))
+        async with mcp_endpoint.lifespan():
+            yield
+        await app.state.mcp.close()
         await redis.aclose()
         await engine.dispose()
 
@@ -52,6 +58,9 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_request_bytes)
     app.include_router(health.router)
-    for router in (auth.router, agents.router, sessions.router, chat.router):
+    for router in (auth.router, agents.router, sessions.router, chat.router, mcp.router):
         app.include_router(router, prefix="/api/v1")
+    # the caller's agents as MCP tools (streamable HTTP, bearer JWT)
+    mcp_endpoint = AgentsMcpServer(app, settings)
+    app.router.add_route("/mcp", mcp_endpoint, include_in_schema=False)
     return app

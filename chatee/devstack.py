@@ -93,6 +93,9 @@ class DevStack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.env["CHATEE_DATA_DIR"] = str(self.data_dir)
         self.env["CHATEE_JWT_SECRET"] = self._jwt_secret()
+        if "allow_loopback" not in self.settings.mcp.model_fields_set:
+            # local MCP servers (127.0.0.1) are the norm in development
+            self.env["CHATEE_MCP__ALLOW_LOOPBACK"] = "true"
         self._start_temporal()
         self._start_redis()
         url = self.settings.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'chatee.db'}"

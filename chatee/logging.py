@@ -67,7 +67,8 @@ def setup_logging(level: str = "info", json: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("httpx", "httpcore", "openai", "aiosqlite", "temporalio.activity"):
+    noisy_loggers = ("httpx", "httpcore", "httpx2", "httpcore2", "openai", "mcp", "aiosqlite")
+    for noisy in (*noisy_loggers, "temporalio.activity"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

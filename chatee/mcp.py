@@ -54,7 +54,8 @@ INLINE_BINARY_CHARS = 4096  # base64 data up to this size stays in a result; lar
 MAX_TEXT_CHARS = 1_000_000  # one text block of a result, whatever the caller does with it
 IDLE_SECONDS = 600.0  # a pooled session unused this long is closed
 MAX_BACKOFF_SECONDS = 30.0
-TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+# what the SDK's streamable HTTP client reports for an HTTP error status without a JSON-RPC body
+HTTP_STAND_INS = frozenset({"Not Found", "Session terminated", "Server returned an error response"})
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -339,6 +340,15 @@ def describe(exc: BaseException) -> str:
 
 # -- pooled sessions ---------------------------------------------------------------------------
 
+_tasks: set[asyncio.Task[Any]] = set()
+
+
+def _background(task: asyncio.Task[Any]) -> None:
+    """Keep a clean-up task alive until it ends (the loop only holds weak references)."""
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
 ToolsChanged = Callable[[int, list[dict[str, Any]]], Awaitable[None]]
 
 
@@ -370,6 +380,7 @@ class _Connection:
         self._retry_at = 0.0
         self._last_error = ""
         self._refresh: asyncio.Task[None] | None = None
+        self.http_error: str | None = None
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -384,7 +395,7 @@ class _Connection:
                     self.suspect = False
                 except Exception as exc:  # the session is dead or wedged: start over
                     log.info("mcp session probe failed", server=self.cfg.name, error=describe(exc))
-                    await self.close()
+                    self.broken(self.client)
             if self.client is not None:
                 return self.client
             wait = self._retry_at - time.monotonic()
@@ -409,7 +420,10 @@ class _Connection:
         self._failures += 1
         backoff = min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** (self._failures - 1))
         self._retry_at = time.monotonic() + backoff
-        self._last_error = describe(exc)
+        self._last_error = describe(exc) + self.http_hint()
+        closed = any(isinstance(e, MCPError) and e.code == CONNECTION_CLOSED for e in _leaves(exc))
+        if closed and self.cfg.transport == "stdio":
+            self._last_error += "; the command exited or closed its stdout before the handshake"
         if isinstance(exc, McpTimeout):
             return exc
         return McpConnectFailed(f"cannot connect to {self.cfg.label}: {self._last_error}")
@@ -431,16 +445,18 @@ class _Connection:
     async def _open(self, mode: str) -> Client:
         timeout = self.settings.mcp.connect_timeout_seconds
         loop = asyncio.get_running_loop()
+        self.http_error = None
         ready: asyncio.Future[Client] = loop.create_future()
         stop = asyncio.Event()
+        ready.add_done_callback(lambda f: f.cancelled() or f.exception())  # read, never lost
         owner = asyncio.create_task(self._own(mode, ready, stop), name=f"mcp-{self.cfg.id}")
         try:
             async with asyncio.timeout(timeout):
                 client = await asyncio.shield(ready)
         except TimeoutError:
             stop.set()
-            owner.cancel()
-            await asyncio.wait({owner}, timeout=10)
+            owner.cancel()  # it winds the transport down (e.g. stops a process) on its own
+            _background(owner)
             raise McpTimeout(
                 f"{self.cfg.label} did not complete the MCP handshake within {timeout:g} s"
             ) from None
@@ -448,7 +464,7 @@ class _Connection:
             stop.set()
             if not owner.done():
                 owner.cancel()
-                await asyncio.wait({owner}, timeout=10)
+                _background(owner)
             raise
         self._owner, self._stop = owner, stop
         return client
@@ -469,7 +485,7 @@ class _Connection:
                 if not ready.done():
                     ready.set_result(client)
                 await stop.wait()
-        except BaseException as exc:  # noqa: BLE001 - this task owns the session; it reports
+        except BaseException as exc:  # this task owns the session: it reports
             if not ready.done():
                 cancelled = McpUnavailable("connecting was cancelled")
                 ready.set_exception(exc if isinstance(exc, Exception) else cancelled)
@@ -499,9 +515,20 @@ class _Connection:
             httpx2.AsyncClient(
                 headers=headers,
                 timeout=httpx2.Timeout(mcp.connect_timeout_seconds, read=long_read),
+                event_hooks={"response": [self._saw_response]},
             )
         )
         return streamable_http_client(cfg.url, http_client=http)
+
+    async def _saw_response(self, response: httpx2.Response) -> None:
+        """The SDK turns an HTTP error status into a generic MCP error; remember the status so
+        the message can say "HTTP 401" (a wrong token is the usual cause)."""
+        if response.status_code >= 400:
+            self.http_error = f"HTTP {response.status_code} from {response.request.url}"
+
+    def http_hint(self) -> str:
+        hint, self.http_error = self.http_error, None
+        return f" ({hint})" if hint else ""
 
     async def close(self) -> None:
         owner, stop = self._owner, self._stop
@@ -520,7 +547,9 @@ class _Connection:
         if self.client is client:
             self.client = None
             if self._stop is not None:
-                self._stop.set()
+                self._stop.set()  # the owner task leaves the SDK's contexts and ends
+            if self._owner is not None:
+                _background(self._owner)
             self._owner = self._stop = None
 
     # tools -----------------------------------------------------------------------------------
@@ -566,12 +595,12 @@ class McpManager:
         self.on_tools_changed = on_tools_changed
         self._conns: dict[int, _Connection] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._reaper: asyncio.Task[None] | None = None
 
     def _get(self, cfg: ServerConfig) -> _Connection:
         now = time.monotonic()
-        for sid, idle in list(self._conns.items()):
-            if sid != cfg.id and idle.in_flight == 0 and now - idle.last_used > IDLE_SECONDS:
-                self._retire(self._conns.pop(sid))
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.create_task(self._reap_idle())
         conn = self._conns.get(cfg.id)
         if conn is not None and conn.cfg.key != cfg.key:  # the server was edited
             self._retire(self._conns.pop(cfg.id))
@@ -581,6 +610,15 @@ class McpManager:
         conn.cfg = cfg  # the name may have changed without the key changing
         conn.last_used = now
         return conn
+
+    async def _reap_idle(self) -> None:
+        """Close sessions nobody used for IDLE_SECONDS (a stdio server is a process)."""
+        while True:
+            await asyncio.sleep(min(60.0, IDLE_SECONDS / 4))
+            now = time.monotonic()
+            for sid, conn in list(self._conns.items()):
+                if conn.in_flight == 0 and now - conn.last_used > IDLE_SECONDS:
+                    self._retire(self._conns.pop(sid))
 
     def _retire(self, conn: _Connection) -> None:
         task = asyncio.create_task(conn.close())
@@ -594,10 +632,13 @@ class McpManager:
             await conn.close()
 
     async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
         conns, self._conns = list(self._conns.values()), {}
         await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
+        pending = self._closing | _tasks
+        if pending:
+            await asyncio.wait(pending, timeout=10)
 
     async def connect(self, cfg: ServerConfig) -> Connected:
         """Open (or reuse) the session and fetch the server's tools afresh."""
@@ -659,10 +700,17 @@ class McpManager:
         ):
             conn.suspect = True
             return McpTimeout(f"{label} did not answer within {timeout:g} s while {doing}")
-        if isinstance(leaf, MCPError) and leaf.code != CONNECTION_CLOSED:
-            return McpServerError(f"{label} returned an error while {doing}: {describe(leaf)}")
+        hint = conn.http_hint()
+        # the SDK's stand-ins for an HTTP error status mean the session is gone
+        session_gone = bool(hint) and isinstance(leaf, MCPError) and leaf.message in HTTP_STAND_INS
+        if isinstance(leaf, MCPError) and leaf.code != CONNECTION_CLOSED and not session_gone:
+            return McpServerError(
+                f"{label} returned an error while {doing}: {describe(leaf)}{hint}"
+            )
         conn.broken(client)
-        return McpUnavailable(f"the connection to {label} broke while {doing}: {describe(exc)}")
+        return McpUnavailable(
+            f"the connection to {label} broke while {doing}: {describe(exc)}{hint}"
+        )
 
 
 # -- persistence -----------------------------------------------------------------------------

@@ -3,8 +3,10 @@ the scripted LLM server, and `chatee` API/worker processes."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -140,6 +142,8 @@ def stack_env(
         "CHATEE_LLM_OPENAI_BASE_URL": llm.base_url,
         "CHATEE_LLM_OPENAI_API_KEY": "sk-test-" + uuid.uuid4().hex,
         "CHATEE_TEMPORAL__LLM_HEARTBEAT_SECONDS": "5",
+        "CHATEE_MCP__ALLOW_LOOPBACK": "true",  # the test MCP servers listen on 127.0.0.1
+        "CHATEE_MCP__STDIO_ALLOWLIST": json.dumps([sys.executable, "node"]),
         "CHATEE_LOG_LEVEL": "info",
         "PYTHONUNBUFFERED": "1",
     }

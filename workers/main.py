@@ -17,6 +17,7 @@ from temporalio.worker import Worker
 
 from activities.deps import Deps
 from activities.llm import LLMActivities
+from activities.mcp import ToolActivities
 from activities.messages import MessageActivities
 from activities.rag import RagActivities
 from chatee import temporal
@@ -43,13 +44,14 @@ def _registrations(deps: Deps) -> dict[str, dict[str, list[Any]]]:
     llm = LLMActivities(deps)
     messages = MessageActivities(deps)
     rag = RagActivities(deps)
+    tools = ToolActivities(deps)
     return {
         "agents": {
             "workflows": [AgentSession, AgentTask],
             "activities": [messages.publish_turn_event],
         },
         "llm": {"workflows": [], "activities": [llm.generate, llm.decide]},
-        "tools": {"workflows": [], "activities": []},
+        "tools": {"workflows": [], "activities": [tools.call_tool]},
         "rag": {
             "workflows": [],
             "activities": [rag.retrieve, rag.load_memory, rag.store_memory],
