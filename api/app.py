@@ -18,6 +18,7 @@ from chatee.config import ConfigError, Settings
 from chatee.db import create_engine, session_factory
 from chatee.logging import register_secret
 from chatee.mcp import McpManager, persist_tools
+from chatee.nodes import NodeLease
 from chatee.redis import connect_redis
 
 
@@ -31,6 +32,10 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.sqlalchemy_url())
         redis = connect_redis(settings)
+        lease = None
+        if "node_id" not in settings.model_fields_set:  # replicas share a config: lease one
+            lease = NodeLease(redis)
+            await lease.acquire()
         # lazy: the API starts (and /readyz reports) even while Temporal is still coming up
         client = await temporal.connect(settings, lazy=True)
         app.state.resources = Resources(
@@ -46,6 +51,8 @@ def create_app(settings: Settings) -> FastAPI:
         async with mcp_endpoint.lifespan():
             yield
         await app.state.mcp.close()
+        if lease:
+            await lease.release()
         await redis.aclose()
         await engine.dispose()
 

@@ -23,6 +23,7 @@ from activities.rag import RagActivities
 from chatee import temporal
 from chatee.config import Settings
 from chatee.logging import get_logger
+from chatee.nodes import NodeLease
 from workflows.agent_session import AgentSession
 from workflows.agent_task import AgentTask
 from workflows.types import AGENTS_QUEUE, LLM_QUEUE, MESSAGES_QUEUE, RAG_QUEUE, TOOLS_QUEUE
@@ -98,6 +99,10 @@ async def run_workers(
     client = await temporal.connect(settings)
     await temporal.ensure_search_attributes(client)
     deps = Deps.create(settings)
+    lease = None
+    if "node_id" not in settings.model_fields_set:
+        lease = NodeLease(deps.redis)
+        await lease.acquire()
     workers = build_workers(client, deps, queues)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -111,4 +116,6 @@ async def run_workers(
     log.info("workers stopping")
     await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
     await asyncio.gather(*tasks, return_exceptions=True)
+    if lease:
+        await lease.release()
     await deps.close()
