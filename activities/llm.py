@@ -61,6 +61,7 @@ class LLMActivities:
             await finish_turn(
                 self.deps,
                 FinishTurnInput(inp.session_id, inp.turn_id, "completed", message_id, total),
+                content=stored.content,
             )
         return StepResult(
             summary=f"message {message_id}",

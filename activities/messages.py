@@ -81,6 +81,7 @@ class MessageActivities:
                 FinishTurnInput(
                     inp.session_id, inp.turn_id, "completed", str(message.id), inp.prior_usage
                 ),
+                content=text,
             )
         return StepResult(
             f"{role} message {message.id}",

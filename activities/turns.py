@@ -13,7 +13,9 @@ from chatee.models import Message, Turn
 from workflows.types import FinishTurnInput
 
 
-async def finish_turn(deps: Deps, inp: FinishTurnInput) -> None:
+async def finish_turn(deps: Deps, inp: FinishTurnInput, content: str | None = None) -> None:
+    """Record the turn and publish its one ending event. `content`: the reply's text when the
+    caller has it at hand (saves reading it back)."""
     session_id, turn_id = int(inp.session_id), int(inp.turn_id)
     if inp.rollback:
         async with deps.db() as db:
@@ -21,18 +23,17 @@ async def finish_turn(deps: Deps, inp: FinishTurnInput) -> None:
                 delete(Message).where(Message.session_id == session_id, Message.turn_id == turn_id)
             )
             await db.commit()
-    else:
+    elif inp.status != "completed":  # a completed turn answered every call it made
         await close_open_tool_calls(deps, session_id, turn_id, inp.error_message or inp.status)
     await _record(deps, inp)
 
     key = f"{inp.turn_id}:end"  # one ending per turn, whichever is recorded first
     if inp.status == "completed":
-        content = ""
-        if inp.message_id:
+        if content is None and inp.message_id:
             async with deps.db() as db:
                 message = await db.get(Message, int(inp.message_id))
                 content = message.content if message else ""
-        data = {"turn_id": inp.turn_id, "message_id": inp.message_id, "content": content}
+        data = {"turn_id": inp.turn_id, "message_id": inp.message_id, "content": content or ""}
         await deps.bus.publish(inp.session_id, "turn.completed", {**data, "usage": inp.usage}, key)
     else:
         error = {"type": inp.error_type or inp.status, "message": inp.error_message or inp.status}

@@ -79,12 +79,14 @@ async def submit_turn(body: ChatIn, user_id: int, db: DB, res: Res) -> tuple[Cha
         db.add(message)
         try:
             await db.commit()
-        except IntegrityError:  # the same client_msg_id raced in on another request
+        except IntegrityError:
             await db.rollback()
-            assert body.client_msg_id is not None
-            message = await store.message_by_client_id(db, session.id, body.client_msg_id)
-            assert message is not None
-            after = "0-0"
+            raced = None
+            if body.client_msg_id:  # the same client_msg_id raced in on another request
+                raced = await store.message_by_client_id(db, session.id, body.client_msg_id)
+            if raced is None:
+                raise Problem(409, "the message clashed with another; send it again") from None
+            message, after = raced, "0-0"
 
     try:
         await deliver(res, session, agent, message)
