@@ -11,13 +11,18 @@ from api import errors
 from api.deps import Resources
 from api.limits import BodySizeLimit
 from api.mcp_server import AgentsMcpServer
-from api.routers import agents, auth, chat, health, mcp, sessions
+from api.routers import agents, auth, chat, conversations, health, mcp, presence, sessions, sync
+from api.ws import Hub
+from api.ws import router as ws_router
 from chatee import temporal
 from chatee.bus import EventBus
 from chatee.config import ConfigError, Settings
 from chatee.db import create_engine, session_factory
 from chatee.logging import register_secret
 from chatee.mcp import McpManager, persist_tools
+from chatee.messaging.cache import watch_agent_writes
+from chatee.messaging.service import Messenger
+from chatee.messaging.store import create_store
 from chatee.nodes import NodeLease
 from chatee.redis import connect_redis
 
@@ -48,8 +53,17 @@ def create_app(settings: Settings) -> FastAPI:
         )
         # this process's pooled MCP sessions (registry connect/list/call)
         app.state.mcp = McpManager(settings, on_tools_changed=persist_tools(app.state.resources.db))
+        # messaging: the message store, sends/reads, and this process's WebSocket hub
+        res = app.state.resources
+        message_store = create_store(settings, res.db)
+        app.state.messenger = Messenger(settings, res.db, redis, message_store, client)
+        watch_agent_writes(app.state.messenger.cache)
+        app.state.hub = Hub(res, app.state.messenger)
+        await app.state.hub.start()
         async with mcp_endpoint.lifespan():
             yield
+        await app.state.hub.stop()
+        await message_store.close()
         await app.state.mcp.close()
         if lease:
             await lease.release()
@@ -67,6 +81,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     for router in (auth.router, agents.router, sessions.router, chat.router, mcp.router):
         app.include_router(router, prefix="/api/v1")
+    for router in (conversations.router, sync.router, presence.router):
+        app.include_router(router, prefix="/api/v1")
+    app.include_router(ws_router)  # WS /ws
     # the caller's agents as MCP tools (streamable HTTP, bearer JWT)
     mcp_endpoint = AgentsMcpServer(app, settings)
     app.router.add_route("/mcp", mcp_endpoint, include_in_schema=False)

@@ -28,6 +28,7 @@ def is_stream_id(text: str) -> bool:
     match = _STREAM_ID.fullmatch(text)
     return bool(match) and all(int(part) <= _U64 for part in match.groups() if part)
 
+
 # KEYS[1] stream, KEYS[2] dedupe marker ('' for none)
 # ARGV: min id kept, max length, ttl seconds, event name, JSON data
 _PUBLISH = """

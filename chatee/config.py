@@ -64,6 +64,28 @@ class Mcp(BaseModel):
     max_concurrency_per_server: int = Field(8, gt=0)
 
 
+class Messaging(BaseModel):
+    """People-to-people messaging: write fan-out, WebSocket hub, presence, message store."""
+
+    fanout_workflow_threshold: int = Field(100, ge=0)  # more members: Temporal fan-out
+    fanout_batch_size: int = Field(100, gt=0, le=5000)  # inbox entries per transaction
+    fanout_parallelism: int = Field(4, gt=0, le=64)  # batches in flight per fan-out workflow
+    max_group_members: int = Field(10_000, gt=1)
+    ws_queue_size: int = Field(256, gt=0)  # frames queued for one socket before it must resync
+    ws_gap_fill_max: int = Field(500, gt=0)  # missed entries a socket is sent without a resync
+    sync_page_size: int = Field(200, gt=0, le=1000)  # most inbox entries per sync reply
+    presence_ttl_seconds: int = Field(60, ge=3)  # offline this long after the last heartbeat
+    presence_fanout_max: int = Field(200, gt=0)  # larger conversations get no typing/presence
+    cache_ttl_seconds: int = Field(300, gt=0)  # safety net behind explicit invalidation
+    recovery_grace_seconds: float = Field(10, gt=0)  # a send still unfanned this long is resumed
+    recovery_interval_seconds: float = Field(5, gt=0)
+    reconcile_seconds: float = Field(30, gt=0)  # sockets are checked against inbox heads
+    hbase_port: int = Field(9090, gt=0, lt=65536)  # HBase Thrift (CHATEE_HBASE_HOST is the host)
+    hbase_table_prefix: str = "chatee"
+    hbase_salt_buckets: int = Field(16, gt=0, le=256)
+    hbase_pool_size: int = Field(8, gt=0)
+
+
 class Dev(BaseModel):
     temporal_port: int = Field(7233, gt=0, lt=65536)
     temporal_ui_port: int = Field(8233, gt=0, lt=65536)
@@ -114,6 +136,7 @@ class Settings(BaseSettings):
     events: Events = Events()
     temporal: Temporal = Temporal()
     mcp: Mcp = Mcp()
+    messaging: Messaging = Messaging()
     dev: Dev = Dev()
 
     @classmethod

@@ -153,3 +153,116 @@ class McpServer(Base):
     tools_refreshed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+# -- messaging: conversations between people (and agents), inboxes ---------------------------
+
+
+class Conversation(Base):
+    """A private chat (two members, one per pair), a group, or a thread (topic) under a group.
+
+    `last_seq` is the conversation's message counter: the row is locked while a send takes the
+    next number, so `seq` is gap-free per conversation. A thread has no members of its own: it
+    belongs to its parent group's members."""
+
+    __tablename__ = "conversations"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    type: Mapped[str] = mapped_column(String(16))  # private | group | thread
+    title: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    parent_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
+    # private chats only: "<smaller id>:<larger id>", so a pair has exactly one
+    private_key: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    created_by: Mapped[int] = mapped_column(BigInteger)
+    member_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_message_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ConversationMember(Base):
+    """A user or an agent in a private chat or group, with a role (owner/admin/member)."""
+
+    __tablename__ = "conversation_members"
+    __table_args__ = (Index("ix_conversation_members_member", "member_id"),)
+
+    conversation_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    member_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8), default="user")  # user | agent
+    role: Mapped[str] = mapped_column(String(8), default="member")  # owner | admin | member
+    joined_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ConversationRead(Base):
+    """A user's read marker in a conversation or thread; unread = last_seq - last_read_seq."""
+
+    __tablename__ = "conversation_reads"
+
+    conversation_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    last_read_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ConversationAgent(Base):
+    """The one agent session (`AgentSession` workflow) of an agent in a conversation."""
+
+    __tablename__ = "conversation_agents"
+
+    conversation_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    agent_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    session_id: Mapped[int] = mapped_column(BigInteger)
+
+
+class ConversationMessage(Base):
+    """The message ledger: id, per-conversation `seq`, idempotency on the sender's
+    `client_msg_id`, and whether its fan-out finished. The SQL message store keeps the body in
+    `content`; the HBase store keeps it in HBase and leaves `content` empty."""
+
+    __tablename__ = "conversation_messages"
+    __table_args__ = (
+        Index("uq_conversation_messages_seq", "conversation_id", "seq", unique=True),
+        Index(
+            "uq_conversation_messages_client",
+            "conversation_id",
+            "sender_id",
+            "client_msg_id",
+            unique=True,
+        ),
+        Index("ix_conversation_messages_fanout", "fanout_status", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    conversation_id: Mapped[int] = mapped_column(BigInteger)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    sender_id: Mapped[int] = mapped_column(BigInteger)
+    sender_type: Mapped[str] = mapped_column(String(8), default="user")  # user | agent
+    client_msg_id: Mapped[str] = mapped_column(String(128))
+    content: Mapped[str | None] = mapped_column(LongText, nullable=True)
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    fanout_status: Mapped[str] = mapped_column(String(8), default="pending")  # pending | done
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class InboxEntry(Base):
+    """One message in one user's inbox. `inbox_seq` is gap-free per user (taken from
+    `user_inbox_counters` in the same transaction); (user, message) is unique, so a retried
+    fan-out never delivers twice."""
+
+    __tablename__ = "inbox_entries"
+    __table_args__ = (Index("uq_inbox_entries_user_message", "user_id", "message_id", unique=True),)
+
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    inbox_seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    message_id: Mapped[int] = mapped_column(BigInteger)
+    conversation_id: Mapped[int] = mapped_column(BigInteger)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class UserInboxCounter(Base):
+    """The last `inbox_seq` handed out to a user; locked by each delivery to that user."""
+
+    __tablename__ = "user_inbox_counters"
+
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0)

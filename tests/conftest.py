@@ -192,3 +192,43 @@ def isolated_stacks(
     yield make
     for s in made:
         s.stop()
+
+
+# -- messaging ----------------------------------------------------------------------------------
+
+MESSAGING_ENV = {
+    "CHATEE_MESSAGING__FANOUT_WORKFLOW_THRESHOLD": "5",  # groups of 6+ fan out via Temporal
+    "CHATEE_MESSAGING__FANOUT_BATCH_SIZE": "100",
+    "CHATEE_MESSAGING__RECOVERY_GRACE_SECONDS": "2",
+    "CHATEE_MESSAGING__RECOVERY_INTERVAL_SECONDS": "0.5",
+    "CHATEE_MESSAGING__RECONCILE_SECONDS": "2",
+    "CHATEE_MESSAGING__WS_QUEUE_SIZE": "64",
+    "CHATEE_LIMITS__MAX_MESSAGE_BYTES": "400000",
+}
+
+
+@pytest.fixture(scope="session")
+def messaging_apis(
+    stack: Stack, stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Stack, Stack]]:
+    """Two more API processes on the shared stack (its worker serves `chatee-messages`), with
+    small messaging thresholds: WebSocket clients on both talk through Redis pub/sub."""
+    env = {**stack_env, **MESSAGING_ENV}
+    pair = (
+        Stack(env=env, tmp=tmp_path_factory.mktemp("messaging-a")),
+        Stack(env=env, tmp=tmp_path_factory.mktemp("messaging-b")),
+    )
+    for api in pair:
+        api.start_api()
+    yield pair
+    for api in pair:
+        api.stop()
+
+
+@pytest.fixture
+async def clients(messaging_apis: tuple[Stack, Stack]) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """An HTTP client per messaging API process."""
+    made = [httpx.AsyncClient(base_url=s.base, timeout=30) for s in messaging_apis]
+    yield made
+    for client in made:
+        await client.aclose()

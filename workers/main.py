@@ -16,6 +16,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.deps import Deps
+from activities.fanout import FanoutActivities
 from activities.llm import LLMActivities
 from activities.mcp import ToolActivities
 from activities.messages import MessageActivities
@@ -26,6 +27,7 @@ from chatee.logging import get_logger
 from chatee.nodes import NodeLease
 from workflows.agent_session import AgentSession
 from workflows.agent_task import AgentTask
+from workflows.fanout import AgentReplyRelay, MessageFanout
 from workflows.types import AGENTS_QUEUE, LLM_QUEUE, MESSAGES_QUEUE, RAG_QUEUE, TOOLS_QUEUE
 
 log = get_logger(__name__)
@@ -46,6 +48,7 @@ def _registrations(deps: Deps) -> dict[str, dict[str, list[Any]]]:
     messages = MessageActivities(deps)
     rag = RagActivities(deps)
     tools = ToolActivities(deps)
+    fanout = FanoutActivities(deps)
     return {
         "agents": {
             "workflows": [AgentSession, AgentTask],
@@ -58,8 +61,14 @@ def _registrations(deps: Deps) -> dict[str, dict[str, list[Any]]]:
             "activities": [rag.retrieve, rag.load_memory, rag.store_memory],
         },
         "messages": {
-            "workflows": [],
+            # fan-out and agent-relay workflows run where their activities do
+            "workflows": [MessageFanout, AgentReplyRelay],
             "activities": [
+                fanout.plan,
+                fanout.deliver_batch,
+                fanout.finish,
+                fanout.relay,
+                fanout.post_reply,
                 messages.publish_turn_event,
                 messages.finish_turn,
                 messages.store_reply,

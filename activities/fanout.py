@@ -1,0 +1,140 @@
+"""Fan-out and agent-relay activities of the `chatee-messages` queue (see workflows/fanout.py).
+
+Every activity here may run twice: deliveries are idempotent per (user, message) in the
+ledger, the agent's reply is appended under client_msg_id `turn:<turn id>`, and the relay
+resumes from the stream id it last heartbeated (events after it may be relayed again; clients
+drop an `agent.event` whose `id` they have seen).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio import activity
+
+from activities.deps import Deps
+from chatee.bus import Event
+from chatee.messaging import conversations, ledger
+from chatee.messaging.cache import Cache
+from chatee.messaging.fanout import batch_bounds, deliver_and_push, member_users, publish
+from chatee.messaging.store import MessageStore, create_store
+from chatee.messaging.types import Draft
+from chatee.models import Conversation, Message
+from workflows.fanout import (
+    BatchInput,
+    Bound,
+    FanoutInput,
+    FanoutPlan,
+    PostReplyInput,
+    RelayInput,
+    RelayOutcome,
+)
+
+TERMINAL = frozenset({"turn.completed", "turn.failed"})
+
+
+def agent_event_frame(conversation_id: str, agent_id: str, event: Event) -> dict[str, Any]:
+    return {
+        "type": "agent.event",
+        "conversation_id": conversation_id,
+        "agent_id": agent_id,
+        "event": event.event,
+        "id": event.id,
+        "data": event.data,
+    }
+
+
+class FanoutActivities:
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+        self.cache = Cache(deps.redis, deps.settings.messaging.cache_ttl_seconds)
+        self._store: MessageStore | None = None
+
+    @property
+    def store(self) -> MessageStore:
+        if self._store is None:
+            self._store = create_store(self.deps.settings, self.deps.db)
+        return self._store
+
+    @activity.defn(name="PlanFanout")
+    async def plan(self, inp: FanoutInput) -> FanoutPlan:
+        """User-id ranges of `batch_size` members each: ids in workflow history, not bodies."""
+        row = await ledger.message_row(self.deps.db, int(inp.message_id))
+        if row is None:
+            return FanoutPlan(None, [])
+        async with self.deps.db() as db:
+            conversation = await db.get(Conversation, row.conversation_id)
+        if conversation is None:
+            return FanoutPlan(None, [])
+        audience = conversation.parent_id or conversation.id
+        users = await member_users(self.deps.db, audience)
+        bounds = [
+            Bound(str(after), None if upto is None else str(upto))
+            for after, upto in batch_bounds(users, inp.batch_size)
+        ]
+        return FanoutPlan(str(audience), bounds)
+
+    @activity.defn(name="DeliverBatch")
+    async def deliver_batch(self, batch: BatchInput) -> int:
+        message = await self.store.get(int(batch.message_id))
+        if message is None:
+            return 0
+        upto = int(batch.upto_user) if batch.upto_user is not None else None
+        users = await member_users(
+            self.deps.db, int(batch.audience_id), int(batch.after_user), upto
+        )
+        items = await deliver_and_push(self.store, self.deps.redis, message, users)
+        return len(items)
+
+    @activity.defn(name="FinishFanout")
+    async def finish(self, message_id: str) -> None:
+        await self.store.mark_fanned_out(int(message_id))
+
+    @activity.defn(name="RelayAgentTurn")
+    async def relay(self, inp: RelayInput) -> RelayOutcome:
+        """Follow the session's stream and push the turn's events to the conversation's
+        members until the turn ends. The stream id is the heartbeat, so a retry resumes."""
+        details = activity.info().heartbeat_details
+        cursor = str(details[0]) if details else inp.after
+        view = await conversations.load_view(self.deps.db, self.cache, int(inp.conversation_id))
+        users = view.user_ids() if view is not None else []
+        while True:
+            activity.heartbeat(cursor)
+            events = await self.deps.bus.read(inp.session_id, cursor, block_ms=5000)
+            frames = []
+            outcome = None
+            for event in events:
+                cursor = event.id
+                if event.data.get("turn_id") != inp.turn_id:
+                    continue
+                frame = agent_event_frame(inp.conversation_id, inp.agent_id, event)
+                frames += [(u, frame) for u in users]
+                if event.event in TERMINAL:
+                    reply = event.data.get("message_id")
+                    status = "completed" if event.event == "turn.completed" else "failed"
+                    outcome = RelayOutcome(status, str(reply) if reply else None)
+                    break
+            await publish(self.deps.redis, frames)
+            if outcome is not None:
+                return outcome
+
+    @activity.defn(name="PostAgentReply")
+    async def post_reply(self, inp: PostReplyInput) -> str | None:
+        """The agent's reply as a conversation message from the agent, once per turn."""
+        async with self.deps.db() as db:
+            reply = await db.get(Message, int(inp.reply_message_id))
+        if reply is None or not reply.content:
+            return None
+        draft = Draft(
+            conversation_id=int(inp.conversation_id),
+            sender_id=int(inp.agent_id),
+            content=reply.content,
+            client_msg_id=f"turn:{inp.turn_id}",
+            sender_type="agent",
+            meta={"turn_id": inp.turn_id, "session_id": inp.session_id},
+        )
+        try:
+            message, _ = await self.store.append(draft)
+        except ledger.ConversationGone:
+            return None
+        return str(message.id)

@@ -1,0 +1,511 @@
+"""Conversations and their members: private chats (one per pair), groups with roles, threads.
+
+A thread has no members of its own: its *audience* is its parent group, so adding someone to
+the group lets them into every thread. Everything that asks "who is in here?" goes through
+`load_view`, which reads the Redis cache first (see `chatee.messaging.cache`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chatee.ids import new_id
+from chatee.messaging.cache import Cache, agent_key, conversation_key, members_key
+from chatee.models import (
+    Agent,
+    Conversation,
+    ConversationMember,
+    ConversationRead,
+    User,
+)
+
+ROLES = ("owner", "admin", "member")
+Factory = async_sessionmaker[AsyncSession]
+
+
+class MessagingError(Exception):
+    """A refused messaging operation, worded for the client (mapped to problem+json or an
+    `error` frame)."""
+
+    def __init__(self, status: int, detail: str, code: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.code = code
+
+
+def not_found() -> MessagingError:
+    return MessagingError(404, "conversation not found", "not-found")
+
+
+@dataclass(frozen=True)
+class Member:
+    id: int
+    kind: str  # user | agent
+    role: str
+
+
+@dataclass
+class View:
+    """What the hot paths need to know about a conversation, cacheable as JSON."""
+
+    id: int
+    type: str
+    title: str | None
+    parent_id: int | None
+    created_by: int
+    members: dict[int, Member] = field(default_factory=dict)  # the audience's
+
+    @property
+    def audience_id(self) -> int:
+        return self.parent_id or self.id
+
+    def user_ids(self) -> list[int]:
+        return sorted(m.id for m in self.members.values() if m.kind == "user")
+
+    def agent_ids(self) -> list[int]:
+        return sorted(m.id for m in self.members.values() if m.kind == "agent")
+
+    def has_user(self, user_id: int) -> bool:
+        member = self.members.get(user_id)
+        return member is not None and member.kind == "user"
+
+    def role(self, user_id: int) -> str | None:
+        member = self.members.get(user_id)
+        return member.role if member is not None and member.kind == "user" else None
+
+
+async def load_view(db: Factory, cache: Cache, conversation_id: int) -> View | None:
+    meta = await cache.get(conversation_key(conversation_id))
+    if meta is None:
+        async with db() as session:
+            row = await session.get(Conversation, conversation_id)
+        if row is None:
+            return None
+        meta = {
+            "type": row.type,
+            "title": row.title,
+            "parent_id": row.parent_id,
+            "created_by": row.created_by,
+        }
+        await cache.set(conversation_key(conversation_id), meta)
+    view = View(
+        id=conversation_id,
+        type=meta["type"],
+        title=meta["title"],
+        parent_id=meta["parent_id"],
+        created_by=meta["created_by"],
+    )
+    view.members = await load_members(db, cache, view.audience_id)
+    return view
+
+
+async def load_members(db: Factory, cache: Cache, audience_id: int) -> dict[int, Member]:
+    cached = await cache.get(members_key(audience_id))
+    if cached is None:
+        async with db() as session:
+            rows = (
+                await session.execute(
+                    select(ConversationMember).where(
+                        ConversationMember.conversation_id == audience_id
+                    )
+                )
+            ).scalars()
+            cached = [[m.member_id, m.kind, m.role] for m in rows]
+        await cache.set(members_key(audience_id), cached)
+    return {int(i): Member(int(i), kind, role) for i, kind, role in cached}
+
+
+async def visible_view(db: Factory, cache: Cache, conversation_id: int, user_id: int) -> View:
+    """The conversation if the user is in it; otherwise 404, exactly like a missing one."""
+    view = await load_view(db, cache, conversation_id)
+    if view is None or not view.has_user(user_id):
+        raise not_found()
+    return view
+
+
+async def agent_config(db: Factory, cache: Cache, agent_id: int) -> dict[str, Any] | None:
+    """The fields messaging needs of an agent (name for @mentions, owner, policy)."""
+    cached = await cache.get(agent_key(agent_id))
+    if cached is not None:
+        return cached
+    async with db() as session:
+        agent = await session.get(Agent, agent_id)
+    if agent is None:
+        return None
+    config = {"id": agent.id, "name": agent.name, "owner_id": agent.owner_id}
+    await cache.set(agent_key(agent_id), config)
+    return config
+
+
+# -- creating and changing conversations --------------------------------------------------------
+
+
+async def resolve_members(session: AsyncSession, ids: Iterable[int], owner: int) -> list[Member]:
+    """Users by id, and agents by id when the caller owns them; anything else is refused."""
+    wanted = list(dict.fromkeys(ids))
+    users = set((await session.execute(select(User.id).where(User.id.in_(wanted)))).scalars())
+    agents = {
+        a.id: a.owner_id
+        for a in (await session.execute(select(Agent).where(Agent.id.in_(wanted)))).scalars()
+    }
+    members = []
+    for member_id in wanted:
+        if member_id in users:
+            members.append(Member(member_id, "user", "member"))
+        elif agents.get(member_id) == owner:
+            members.append(Member(member_id, "agent", "member"))
+        else:
+            raise MessagingError(
+                422, f"no user, nor agent of yours, with id {member_id}", "unknown-member"
+            )
+    return members
+
+
+async def create_private(db: Factory, me: int, other_id: int) -> tuple[Conversation, bool]:
+    """The pair's private chat; an existing one is returned (one per pair)."""
+    if other_id == me:
+        raise MessagingError(422, "a private chat needs someone else", "bad-members")
+    key = f"{min(me, other_id)}:{max(me, other_id)}"
+    async with db() as session:
+        existing = await _private(session, key)
+        if existing is not None:
+            return existing, False
+        (other,) = await resolve_members(session, [other_id], me)
+        conversation = Conversation(
+            id=new_id(), type="private", private_key=key, created_by=me, member_count=2
+        )
+        session.add(conversation)
+        session.add_all(
+            [
+                ConversationMember(conversation_id=conversation.id, member_id=me, kind="user"),
+                ConversationMember(
+                    conversation_id=conversation.id, member_id=other.id, kind=other.kind
+                ),
+            ]
+        )
+        try:
+            await session.commit()
+            return conversation, True
+        except IntegrityError:  # the other side opened it at the same moment
+            await session.rollback()
+    async with db() as session:
+        existing = await _private(session, key)
+        assert existing is not None
+        return existing, False
+
+
+async def _private(session: AsyncSession, key: str) -> Conversation | None:
+    stmt = select(Conversation).where(Conversation.private_key == key)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def create_group(
+    db: Factory, me: int, title: str | None, member_ids: Sequence[int], max_members: int
+) -> Conversation:
+    async with db() as session:
+        members = [m for m in await resolve_members(session, member_ids, me) if m.id != me]
+        if len(members) + 1 > max_members:
+            raise MessagingError(
+                409, f"a group has at most {max_members} members", "too-many-members"
+            )
+        conversation = Conversation(
+            id=new_id(), type="group", title=title, created_by=me, member_count=len(members) + 1
+        )
+        session.add(conversation)
+        session.add(
+            ConversationMember(
+                conversation_id=conversation.id, member_id=me, kind="user", role="owner"
+            )
+        )
+        session.add_all(
+            ConversationMember(conversation_id=conversation.id, member_id=m.id, kind=m.kind)
+            for m in members
+        )
+        await session.commit()
+        return conversation
+
+
+def _require_group_admin(view: View, actor: int) -> None:
+    if view.type != "group":
+        raise MessagingError(409, "only a group has members to manage", "not-a-group")
+    if view.role(actor) not in ("owner", "admin"):
+        raise MessagingError(403, "only the group's owner or an admin can do that", "forbidden")
+
+
+async def add_members(
+    db: Factory,
+    cache: Cache,
+    view: View,
+    actor: int,
+    member_ids: Sequence[int],
+    role: str,
+    max_members: int,
+) -> list[Member]:
+    _require_group_admin(view, actor)
+    if role == "owner" or (role == "admin" and view.role(actor) != "owner"):
+        raise MessagingError(403, f"you cannot make members {role}s", "forbidden")
+    async with db() as session:
+        wanted = await resolve_members(session, member_ids, actor)
+        new = [m for m in wanted if m.id not in view.members]
+        count = await session.scalar(
+            select(func.count())
+            .select_from(ConversationMember)
+            .where(ConversationMember.conversation_id == view.id)
+        )
+        if (count or 0) + len(new) > max_members:
+            raise MessagingError(
+                409, f"a group has at most {max_members} members", "too-many-members"
+            )
+        session.add_all(
+            ConversationMember(conversation_id=view.id, member_id=m.id, kind=m.kind, role=role)
+            for m in new
+        )
+        await session.execute(
+            update(Conversation)
+            .where(Conversation.id == view.id)
+            .values(member_count=Conversation.member_count + len(new))
+        )
+        try:
+            await session.commit()
+        except IntegrityError:  # added concurrently by someone else: the caller may retry
+            await session.rollback()
+            raise MessagingError(409, "the members changed meanwhile; retry", "conflict") from None
+    await cache.delete(members_key(view.id))
+    return [Member(m.id, m.kind, role) for m in new]
+
+
+async def remove_member(db: Factory, cache: Cache, view: View, actor: int, member_id: int) -> None:
+    """Admins remove members, owners remove anyone, everyone may leave. An owner who leaves
+    hands the group to the longest-standing admin, else member."""
+    if view.type != "group":
+        raise MessagingError(409, "only a group has members to manage", "not-a-group")
+    target = view.members.get(member_id)
+    if target is None:
+        raise MessagingError(404, "no such member", "not-found")
+    actor_role = view.role(actor)
+    if member_id != actor:
+        allowed = actor_role == "owner" or (actor_role == "admin" and target.role == "member")
+        if not allowed:
+            raise MessagingError(403, "you cannot remove that member", "forbidden")
+    async with db() as session:
+        await session.execute(
+            delete(ConversationMember).where(
+                ConversationMember.conversation_id == view.id,
+                ConversationMember.member_id == member_id,
+            )
+        )
+        await session.execute(
+            update(Conversation)
+            .where(Conversation.id == view.id)
+            .values(member_count=Conversation.member_count - 1)
+        )
+        if target.role == "owner":
+            heir = (
+                await session.execute(
+                    select(ConversationMember)
+                    .where(
+                        ConversationMember.conversation_id == view.id,
+                        ConversationMember.kind == "user",
+                        ConversationMember.member_id != member_id,
+                    )
+                    .order_by((ConversationMember.role != "admin"), ConversationMember.joined_at)
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
+            if heir is not None:
+                heir.role = "owner"
+        await session.commit()
+    await cache.delete(members_key(view.id))
+
+
+async def set_role(
+    db: Factory, cache: Cache, view: View, actor: int, member_id: int, role: str
+) -> Member:
+    if view.type != "group":
+        raise MessagingError(409, "only a group has members to manage", "not-a-group")
+    if view.role(actor) != "owner":
+        raise MessagingError(403, "only the group's owner can change roles", "forbidden")
+    target = view.members.get(member_id)
+    if target is None or target.kind != "user":
+        raise MessagingError(404, "no such member", "not-found")
+    async with db() as session:
+        if role == "owner":  # hand over: the old owner becomes an admin
+            await session.execute(
+                update(ConversationMember)
+                .where(
+                    ConversationMember.conversation_id == view.id,
+                    ConversationMember.member_id == actor,
+                )
+                .values(role="admin")
+            )
+        await session.execute(
+            update(ConversationMember)
+            .where(
+                ConversationMember.conversation_id == view.id,
+                ConversationMember.member_id == member_id,
+            )
+            .values(role=role)
+        )
+        await session.commit()
+    await cache.delete(members_key(view.id))
+    return Member(member_id, "user", role)
+
+
+async def create_thread(db: Factory, view: View, actor: int, title: str) -> Conversation:
+    if view.type != "group":
+        raise MessagingError(409, "threads open under a group", "not-a-group")
+    thread = Conversation(
+        id=new_id(), type="thread", title=title, parent_id=view.id, created_by=actor
+    )
+    async with db() as session:
+        session.add(thread)
+        await session.commit()
+    return thread
+
+
+async def threads_of(db: Factory, group_id: int) -> list[Conversation]:
+    async with db() as session:
+        rows = await session.execute(
+            select(Conversation)
+            .where(Conversation.parent_id == group_id)
+            .order_by(Conversation.id.desc())
+        )
+        return list(rows.scalars())
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Listed:
+    conversation: Conversation
+    unread: int
+    last_read_seq: int
+    role: str | None
+
+
+async def list_for(db: Factory, user_id: int, limit: int) -> list[Listed]:
+    """The user's private chats and groups, and the threads of those groups, most recently
+    active first, each with its unread count (`last_seq` − the user's read marker)."""
+    mine = select(ConversationMember.conversation_id).where(
+        ConversationMember.member_id == user_id, ConversationMember.kind == "user"
+    )
+    activity = func.coalesce(Conversation.last_message_at, Conversation.created_at)
+    stmt = (
+        select(Conversation, ConversationRead.last_read_seq, ConversationMember.role)
+        .outerjoin(
+            ConversationRead,
+            and_(
+                ConversationRead.conversation_id == Conversation.id,
+                ConversationRead.user_id == user_id,
+            ),
+        )
+        .outerjoin(
+            ConversationMember,
+            and_(
+                ConversationMember.conversation_id == Conversation.id,
+                ConversationMember.member_id == user_id,
+            ),
+        )
+        .where(or_(Conversation.id.in_(mine), Conversation.parent_id.in_(mine)))
+        .order_by(activity.desc(), Conversation.id.desc())
+        .limit(limit)
+    )
+    async with db() as session:
+        rows = (await session.execute(stmt)).tuples().all()
+    return [Listed(c, max(0, c.last_seq - (read or 0)), read or 0, role) for c, read, role in rows]
+
+
+async def conversation_row(db: Factory, conversation_id: int) -> Conversation | None:
+    async with db() as session:
+        return await session.get(Conversation, conversation_id)
+
+
+async def unread_of(db: Factory, conversation_id: int, user_id: int) -> tuple[int, int]:
+    """(last_seq, the user's read marker) of one conversation."""
+    async with db() as session:
+        last = await session.scalar(
+            select(Conversation.last_seq).where(Conversation.id == conversation_id)
+        )
+        read = await session.scalar(
+            select(ConversationRead.last_read_seq).where(
+                ConversationRead.conversation_id == conversation_id,
+                ConversationRead.user_id == user_id,
+            )
+        )
+    return last or 0, read or 0
+
+
+async def mark_read(db: Factory, conversation_id: int, user_id: int, seq: int) -> int:
+    """Move the user's read marker forward to `seq` (never back, never past the last message).
+    Returns the marker as stored."""
+    async with db() as session:
+        last = await session.scalar(
+            select(Conversation.last_seq).where(Conversation.id == conversation_id)
+        )
+        target = min(seq, last or 0)
+        moved = await session.execute(
+            update(ConversationRead)
+            .where(
+                ConversationRead.conversation_id == conversation_id,
+                ConversationRead.user_id == user_id,
+                ConversationRead.last_read_seq < target,
+            )
+            .values(last_read_seq=target)
+        )
+        if moved.rowcount == 0:
+            current = await session.scalar(
+                select(ConversationRead.last_read_seq).where(
+                    ConversationRead.conversation_id == conversation_id,
+                    ConversationRead.user_id == user_id,
+                )
+            )
+            if current is None:
+                session.add(
+                    ConversationRead(
+                        conversation_id=conversation_id, user_id=user_id, last_read_seq=target
+                    )
+                )
+            else:
+                target = current
+        try:
+            await session.commit()
+        except IntegrityError:  # created concurrently: go again, it is an update now
+            await session.rollback()
+            return await mark_read(db, conversation_id, user_id, seq)
+    return target
+
+
+async def usernames(db: Factory, user_ids: Sequence[int]) -> dict[int, str]:
+    async with db() as session:
+        rows = await session.execute(select(User.id, User.username).where(User.id.in_(user_ids)))
+        return dict(rows.all())
+
+
+async def contacts(db: Factory, user_id: int, max_size: int, limit: int = 5000) -> list[int]:
+    """Users who share a private chat or a small group with `user_id`: who sees their
+    presence change."""
+    mine = (
+        select(ConversationMember.conversation_id)
+        .join(Conversation, Conversation.id == ConversationMember.conversation_id)
+        .where(ConversationMember.member_id == user_id, Conversation.member_count <= max_size)
+    )
+    stmt = (
+        select(ConversationMember.member_id)
+        .where(
+            ConversationMember.conversation_id.in_(mine),
+            ConversationMember.kind == "user",
+            ConversationMember.member_id != user_id,
+        )
+        .distinct()
+        .limit(limit)
+    )
+    async with db() as session:
+        return list((await session.execute(stmt)).scalars())

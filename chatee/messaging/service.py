@@ -1,0 +1,140 @@
+"""Sending, reading and typing — the operations the HTTP routes and the WebSocket share.
+
+A send is: append (store once, next `seq`, idempotent on client_msg_id), then fan out.
+Conversations with at most `fanout_workflow_threshold` user members fan out inline, batch by
+batch; larger ones start the `MessageFanout` workflow, and the send is acknowledged once the
+workflow is started (durable from there on). Until a fan-out finishes the ledger row says
+`pending`, so if the process dies half-way the recovery loop (`resume_pending`) restarts the
+remainder through the workflow — a resend with the same client_msg_id does the same at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from redis.asyncio import Redis
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from chatee.config import Settings
+from chatee.logging import get_logger
+from chatee.messaging import conversations, ledger
+from chatee.messaging.cache import Cache
+from chatee.messaging.conversations import MessagingError, View
+from chatee.messaging.fanout import deliver_and_push, publish
+from chatee.messaging.store import MessageStore
+from chatee.messaging.types import ChatMessage, Draft
+from workflows.fanout import FANOUT_WORKFLOW, FanoutInput, fanout_workflow_id
+from workflows.types import MESSAGES_QUEUE
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Sent:
+    message: ChatMessage
+    created: bool  # False: a resend, answered with the first send's message
+    pending: bool  # its fan-out (and agent runs) still need doing
+
+
+class Messenger:
+    def __init__(
+        self,
+        settings: Settings,
+        db: ledger.Factory,
+        redis: Redis,
+        store: MessageStore,
+        temporal: Client | None,
+    ) -> None:
+        self.settings = settings
+        self.knobs = settings.messaging
+        self.db = db
+        self.redis = redis
+        self.store = store
+        self.cache = Cache(redis, self.knobs.cache_ttl_seconds)
+        self.temporal = temporal
+
+    async def view(self, conversation_id: int, user_id: int) -> View:
+        return await conversations.visible_view(self.db, self.cache, conversation_id, user_id)
+
+    async def append(
+        self,
+        view: View,
+        sender_id: int,
+        content: str,
+        client_msg_id: str,
+        sender_type: str = "user",
+        meta: dict[str, Any] | None = None,
+    ) -> Sent:
+        limit = self.settings.limits.max_message_bytes
+        if len(content.encode()) > limit:
+            raise MessagingError(413, f"content is over the {limit}-byte limit", "too-large")
+        draft = Draft(view.id, sender_id, content, client_msg_id, sender_type, meta)
+        try:
+            message, created = await self.store.append(draft)
+        except ledger.ConversationGone:
+            raise conversations.not_found() from None
+        pending = created
+        if not created:
+            row = await ledger.message_row(self.db, message.id)
+            pending = row is not None and row.fanout_status == "pending"
+        return Sent(message, created, pending)
+
+    async def fan_out(self, view: View, message: ChatMessage) -> None:
+        """Inline for small audiences, else through the workflow (returns once started)."""
+        users = view.user_ids()
+        if len(users) > self.knobs.fanout_workflow_threshold:
+            await self.start_fanout(message.id)
+            return
+        size = self.knobs.fanout_batch_size
+        batches = [users[i : i + size] for i in range(0, len(users), size)] or [[]]
+        for n, batch in enumerate(batches):
+            last = n == len(batches) - 1  # the last batch also marks the message fanned out
+            await deliver_and_push(self.store, self.redis, message, batch, finish=last)
+
+    async def start_fanout(self, message_id: int) -> None:
+        if self.temporal is None:
+            raise RuntimeError("a workflow fan-out needs a Temporal client")
+        with contextlib.suppress(WorkflowAlreadyStartedError):  # it ran to completion already
+            await self.temporal.start_workflow(
+                FANOUT_WORKFLOW,
+                FanoutInput(
+                    str(message_id), self.knobs.fanout_batch_size, self.knobs.fanout_parallelism
+                ),
+                id=fanout_workflow_id(message_id),
+                task_queue=MESSAGES_QUEUE,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                static_summary=f"fan out message {message_id}",
+            )
+
+    async def pending_fanouts(self) -> list[int]:
+        grace = timedelta(seconds=self.knobs.recovery_grace_seconds)
+        return await self.store.pending_fanouts(datetime.now(UTC) - grace)
+
+    async def mark_read(self, view: View, user_id: int, seq: int) -> int:
+        marker = await conversations.mark_read(self.db, view.id, user_id, seq)
+        # the user's other devices update their unread counts
+        frame = {
+            "type": "read",
+            "conversation_id": str(view.id),
+            "user_id": str(user_id),
+            "seq": marker,
+        }
+        await publish(self.redis, [(user_id, frame)])
+        return marker
+
+    async def typing(self, view: View, user_id: int) -> None:
+        users = view.user_ids()
+        if len(users) > self.knobs.presence_fanout_max:
+            return  # a crowd does not need to know who is typing
+        frame = {"type": "typing", "conversation_id": str(view.id), "user_id": str(user_id)}
+        await publish(self.redis, [(u, frame) for u in users if u != user_id])
+
+    async def publish_presence(self, frame: dict[str, Any], to: Sequence[int]) -> None:
+        await publish(self.redis, [(u, frame) for u in to])

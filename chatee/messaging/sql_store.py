@@ -1,0 +1,59 @@
+"""The SQL message store: bodies live in the ledger rows themselves (`conversation_messages`),
+inbox timelines in `inbox_entries` — one database, one transaction per append or delivery."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+
+from chatee.messaging import ledger
+from chatee.messaging.store import MessageStore
+from chatee.messaging.types import ChatMessage, Draft, InboxItem, InboxRef
+from chatee.models import ConversationMessage, InboxEntry
+
+
+class SqlMessageStore(MessageStore):
+    async def append(self, draft: Draft) -> tuple[ChatMessage, bool]:
+        return await ledger.append(self.db, draft, keep_content=True)
+
+    async def get(self, message_id: int) -> ChatMessage | None:
+        row = await ledger.message_row(self.db, message_id)
+        return ledger.row_message(row) if row is not None else None
+
+    async def page(
+        self, conversation_id: int, before_seq: int | None, limit: int
+    ) -> list[ChatMessage]:
+        stmt = select(ConversationMessage).where(
+            ConversationMessage.conversation_id == conversation_id
+        )
+        if before_seq is not None:
+            stmt = stmt.where(ConversationMessage.seq < before_seq)
+        stmt = stmt.order_by(ConversationMessage.seq.desc()).limit(limit)
+        async with self.db() as db:
+            return [ledger.row_message(r) for r in (await db.execute(stmt)).scalars()]
+
+    async def deliver(
+        self, message: ChatMessage, user_ids: Sequence[int], finish: bool = False
+    ) -> list[InboxItem]:
+        fresh, existing = await ledger.deliver(self.db, message, user_ids, finish)
+        return [_item(r, message) for r in sorted(fresh + existing, key=lambda r: r.user_id)]
+
+    async def inbox(self, user_id: int, after: int, limit: int) -> list[InboxItem]:
+        stmt = (
+            select(InboxEntry, ConversationMessage)
+            .join(ConversationMessage, ConversationMessage.id == InboxEntry.message_id)
+            .where(InboxEntry.user_id == user_id, InboxEntry.inbox_seq > after)
+            .order_by(InboxEntry.inbox_seq)
+            .limit(limit)
+        )
+        async with self.db() as db:
+            rows = (await db.execute(stmt)).tuples().all()
+        return [
+            InboxItem(entry.user_id, entry.inbox_seq, ledger.row_message(message))
+            for entry, message in rows
+        ]
+
+
+def _item(ref: InboxRef, message: ChatMessage) -> InboxItem:
+    return InboxItem(ref.user_id, ref.inbox_seq, message)

@@ -1,0 +1,84 @@
+"""The message store: one interface, an SQL and an HBase implementation.
+
+Whatever holds the bodies, sequencing goes through the SQL ledger (`chatee.messaging.ledger`):
+per-conversation `seq` and per-user `inbox_seq` are taken there, atomically and gap-free, and
+the ledger's unique keys make appends (per client_msg_id) and deliveries (per user and
+message) idempotent. The implementations differ in where bodies and inbox timelines are read
+from: SQL tables, or HBase tables with row keys built for the two scans a chat needs.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from datetime import datetime
+
+from chatee.config import ConfigError, Settings
+from chatee.messaging import ledger
+from chatee.messaging.types import ChatMessage, Draft, InboxItem
+
+
+class MessageStore(ABC):
+    """Messages of conversations and the per-user inboxes that reference them."""
+
+    def __init__(self, db: ledger.Factory) -> None:
+        self.db = db
+
+    @abstractmethod
+    async def append(self, draft: Draft) -> tuple[ChatMessage, bool]:
+        """Store a message once per (conversation, sender, client_msg_id) with the next `seq`.
+        Returns it and whether this call created it (False: a resend got the first one)."""
+
+    @abstractmethod
+    async def get(self, message_id: int) -> ChatMessage | None: ...
+
+    @abstractmethod
+    async def page(
+        self, conversation_id: int, before_seq: int | None, limit: int
+    ) -> list[ChatMessage]:
+        """Newest first, `seq` strictly below `before_seq`."""
+
+    @abstractmethod
+    async def deliver(
+        self, message: ChatMessage, user_ids: Sequence[int], finish: bool = False
+    ) -> list[InboxItem]:
+        """One inbox entry per user (idempotent). Returns every user's entry for the message,
+        whether this call or an earlier one made it. `finish`: the last batch of the message's
+        fan-out — it is marked done in the same transaction."""
+
+    @abstractmethod
+    async def inbox(self, user_id: int, after: int, limit: int) -> list[InboxItem]:
+        """The user's entries with `inbox_seq > after`, ascending and contiguous."""
+
+    async def inbox_heads(self, user_ids: Sequence[int]) -> dict[int, int]:
+        return await ledger.inbox_heads(self.db, user_ids)
+
+    async def mark_fanned_out(self, message_id: int) -> None:
+        await ledger.mark_fanned_out(self.db, message_id)
+
+    async def pending_fanouts(self, older_than: datetime, limit: int = 100) -> list[int]:
+        return await ledger.pending_fanouts(self.db, older_than, limit)
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
+        """Release connections the store holds of its own (the SQL engine is not its own)."""
+
+
+def create_store(settings: Settings, db: ledger.Factory) -> MessageStore:
+    """The store `CHATEE_MESSAGE_STORE` names (`sql` or `hbase`)."""
+    if settings.message_store == "hbase":
+        from chatee.messaging.hbase_store import HBaseMessageStore
+
+        if not settings.hbase_host:
+            raise ConfigError("CHATEE_MESSAGE_STORE=hbase needs CHATEE_HBASE_HOST")
+        m = settings.messaging
+        return HBaseMessageStore(
+            db,
+            host=settings.hbase_host,
+            port=m.hbase_port,
+            table_prefix=m.hbase_table_prefix,
+            salt_buckets=m.hbase_salt_buckets,
+            pool_size=m.hbase_pool_size,
+        )
+    from chatee.messaging.sql_store import SqlMessageStore
+
+    return SqlMessageStore(db)
