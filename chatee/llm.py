@@ -7,6 +7,7 @@ that retries, so a retry is visible (`step.retry`) and never doubled.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import tiktoken
 from openai import AsyncOpenAI
@@ -73,6 +74,7 @@ class ClientPool:
         self._clients.clear()
 
 
+@lru_cache(maxsize=1)
 def _encoding() -> tiktoken.Encoding | None:
     try:
         return tiktoken.get_encoding("cl100k_base")
@@ -80,14 +82,9 @@ def _encoding() -> tiktoken.Encoding | None:
         return None
 
 
-_ENCODING: tiktoken.Encoding | None | bool = False
-
-
 def estimate_tokens(text: str) -> int:
     """Token count when the provider reports no usage."""
-    global _ENCODING
-    if _ENCODING is False:
-        _ENCODING = _encoding()
-    if _ENCODING:
-        return len(_ENCODING.encode(text))  # type: ignore[union-attr]
+    encoding = _encoding()
+    if encoding:
+        return len(encoding.encode(text))
     return max(1, round(len(text.split()) * 4 / 3)) if text else 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from typing import Any
 import httpx
 from httpx_sse import aconnect_sse
 
-from chatee.devstack import free_port
+from chatee.devstack import free_port, stop_process
 
 PYTHON = sys.executable
 
@@ -48,12 +47,8 @@ class ChateeProcess:
             self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        if self.proc:
+            stop_process(self.proc, timeout=20)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

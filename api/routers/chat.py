@@ -14,7 +14,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import DB, Res, UserId, parse_id
+from api.deps import DB, Res, UserId
 from api.errors import Problem, not_found, unavailable
 from api.routers.sessions import owned_session_or_404
 from api.schemas import ChatAccepted, ChatIn
@@ -53,7 +53,6 @@ async def submit_turn(body: ChatIn, user_id: int, db: DB, res: Res) -> tuple[Cha
     limit = res.settings.limits.max_message_bytes
     if len(body.content.encode()) > limit:
         raise Problem(413, f"content is over the {limit}-byte limit", "/problems/message-too-large")
-    parse_id(body.session_id, "session")
     session = await owned_session_or_404(db, user_id, body.session_id)
     if session.status == "closed":
         raise Problem(409, "the session is closed", "/problems/session-closed")
