@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 QUEUES ?=
 
-.PHONY: deps migrate dev run-api run-worker test lint fmt bench lock clean
+.PHONY: deps migrate dev run-api run-worker test lint fmt bench bench-scale lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -39,6 +39,9 @@ fmt: deps
 
 bench: deps                    ## bench/turn_latency.py; JSON on stdout
 	$(PY) -m bench.turn_latency
+
+bench-scale: deps              ## bench/scale.py: 2 APIs, 3 workers, 1,000 sessions at once
+	$(PY) -m bench.scale
 
 lock:                          ## re-pin requirements.lock from a fresh resolve
 	rm -rf .lockvenv && python3 -m venv .lockvenv

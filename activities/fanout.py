@@ -83,7 +83,7 @@ class FanoutActivities:
         users = await member_users(
             self.deps.db, int(batch.audience_id), int(batch.after_user), upto
         )
-        items = await deliver_and_push(self.store, self.deps.redis, message, users)
+        items = await deliver_and_push(self.store, self.deps.redis, message, users, path="workflow")
         return len(items)
 
     @activity.defn(name="FinishFanout")

@@ -20,6 +20,8 @@ from activities.steps import announce, complete, heartbeating
 from activities.turns import finish_turn
 from chatee import store
 from chatee.llm import LLMNotConfigured, estimate_tokens
+from chatee.logging import scrub
+from chatee.metrics import observe_llm, record_tokens
 from chatee.models import Agent, Message
 from workflows.executor import add_usage
 from workflows.types import FinishTurnInput, StepInput, StepResult, ToolCallRef
@@ -41,6 +43,7 @@ class LLMActivities:
         if stored is None:  # a previous attempt may have stored it before failing to report
             async with heartbeating():
                 text, calls, usage = await self._stream(inp, agent, history, tools)
+            record_tokens(inp.provider or agent.provider, inp.model or agent.model, usage)
             stored = await store.store_message_once(
                 self.deps.db,
                 idempotency_key=key,
@@ -109,6 +112,7 @@ class LLMActivities:
                 f"the model chose none of {options}: {text[:100]!r}", type="InvalidDecision"
             )
         usage = usage_of(response.usage) or _estimate(messages, text)
+        record_tokens(inp.provider or agent.provider, inp.model or agent.model, usage)
         await complete(self.deps.bus, inp, f"chose {choice}", choice=choice)
         return StepResult(f"chose {choice}", usage=usage, choice=choice)
 
@@ -144,12 +148,14 @@ class LLMActivities:
         return request
 
     async def _call(self, agent: Agent, inp: StepInput, make: Any) -> Any:
-        provider = inp.provider or agent.provider
+        provider, model = inp.provider or agent.provider, inp.model or agent.model
         client = llm_client(self.deps, provider)
-        try:
-            return await make(client)
-        except openai.APIStatusError as exc:
-            raise _classify(exc, provider) from None
+        # a span and a latency sample per request (chatee.tracing, chatee.metrics)
+        with observe_llm(provider, model, session_id=inp.session_id, turn_id=inp.turn_id):
+            try:
+                return await make(client)
+            except openai.APIStatusError as exc:
+                raise _classify(exc, provider) from None
 
     async def _stream(
         self, inp: StepInput, agent: Agent, history: list[Message], tools: list[Any]
@@ -244,7 +250,7 @@ def _classify(exc: openai.APIStatusError, provider: str) -> Exception:
     if exc.status_code in PERMANENT_STATUS:
         return ApplicationError(
             f"the {provider} provider rejected the request "
-            f"(HTTP {exc.status_code}): {_provider_message(exc)}",
+            f"(HTTP {exc.status_code}): {scrub(_provider_message(exc))}",  # may echo our key
             type="ProviderRejected",
             non_retryable=True,
         )

@@ -30,6 +30,7 @@ from chatee.mcp import (
     tool_name,
 )
 from chatee.models import Agent, McpServer, Message
+from chatee.tracing import span
 from workflows.types import StepInput, ToolCallInput, ToolCallResult
 
 CONNECT_ATTEMPTS = 3  # attempts that may raise for an unreachable server before it is a result
@@ -118,8 +119,9 @@ class ToolActivities:
     ) -> dict[str, Any]:
         cfg = ServerConfig.from_row(server)
         try:
-            async with heartbeating():
-                return await self.deps.mcp.call_tool(cfg, tool, arguments)
+            with span("mcp.call_tool", **{"mcp.server": server.name, "mcp.tool": tool}):
+                async with heartbeating():
+                    return await self.deps.mcp.call_tool(cfg, tool, arguments)
         except McpConnectFailed as exc:
             if activity.info().attempt < CONNECT_ATTEMPTS:
                 raise ApplicationError(str(exc), type="McpUnavailable") from None

@@ -1,6 +1,6 @@
-"""Context steps on the `chatee-rag` queue: retrieval over the session's own earlier messages
-(`AG_RAG`) and memory (`AG_MEMORY_LOAD` / `AG_MEMORY_STORE`). What they find is stored as a
-system note of the turn, which the next generation step reads."""
+"""Context steps on the `chatee-rag` queue: retrieval over the agent's knowledge bases and the
+session's own earlier messages (`AG_RAG`), and memory (`AG_MEMORY_LOAD` / `AG_MEMORY_STORE`).
+What they find is stored as a system note of the turn, which the next generation step reads."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import json
 import math
 import re
 from collections import Counter
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from temporalio import activity
 
 from activities.deps import Deps
@@ -17,6 +18,8 @@ from activities.llm import llm_client, load_agent, usage_of
 from activities.steps import announce, complete, heartbeating
 from chatee import memory, store
 from chatee.models import Message
+from chatee.rag import documents
+from chatee.rag.search import Retriever
 from workflows.types import StepInput, StepResult
 
 WORD = re.compile(r"\w+", re.UNICODE)
@@ -31,17 +34,27 @@ EXTRACT_PROMPT = (
 class RagActivities:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
+        self.retriever = Retriever(deps.settings, deps.llm)
 
     @activity.defn(name="Retrieve")
     async def retrieve(self, inp: StepInput) -> StepResult:
-        """BM25 over the session's messages of earlier turns."""
+        """Hybrid search over the agent's knowledge bases, and BM25 over the session's messages
+        of earlier turns (including those that no longer fit the model's context)."""
         await announce(self.deps.bus, inp)
         session_id, turn_id = int(inp.session_id), int(inp.turn_id)
+        top_k = int(inp.params.get("top_k", self.deps.settings.rag.top_k))
         async with self.deps.db() as db:
             recent = await store.turn_context(db, session_id, turn_id, 5)
             query = inp.params.get("query") or next(
                 (m.content for m in reversed(recent) if m.role == "user"), ""
             )
+            kb_ids = await documents.agent_knowledge_bases(db, int(inp.agent_id))
+            passages = []
+            if kb_ids and query:
+                async with heartbeating():
+                    passages = await self.retriever.search(
+                        db, kb_ids, query, top_k, lexical_fallback=True
+                    )
             stmt = (
                 select(Message)
                 .where(
@@ -53,21 +66,38 @@ class RagActivities:
                 .limit(SCAN_LIMIT)
             )
             older = list((await db.execute(stmt)).scalars())
-        hits = bm25(query, [(m.id, m.content) for m in older], int(inp.params.get("top_k", 4)))
-        citations = [{"message_id": str(mid), "score": round(score, 3)} for mid, score in hits]
-        if not hits:
+        hits = bm25(query, [(m.id, m.content) for m in older], top_k)
+        kb_citations = [p.citation() for p in passages]
+        message_citations = [
+            {"message_id": str(mid), "score": round(score, 3)} for mid, score in hits
+        ]
+        citations = kb_citations + message_citations
+        if not citations:
             await complete(self.deps.bus, inp, "nothing relevant found", citations=[])
             return StepResult("nothing relevant found")
-        by_id = {m.id: m for m in older}
-        lines = [
-            f"- ({by_id[mid].created_at:%Y-%m-%d} {by_id[mid].role}) {by_id[mid].content[:500]}"
-            for mid, _ in hits
-        ]
-        note = "Relevant earlier messages from this conversation:\n" + "\n".join(lines)
-        await self._note(inp, note)
-        summary = f"{len(hits)} earlier messages retrieved"
+        if passages:
+            blocks = [
+                f"[{n}] {p.document_name} (characters {p.start}-{p.end}):\n{p.text}"
+                for n, p in enumerate(passages, start=1)
+            ]
+            note = "Relevant passages from the knowledge base:\n\n" + "\n\n".join(blocks)
+            await self._note(inp, note, kb_citations, "kb-note")
+        if hits:
+            by_id = {m.id: m for m in older}
+            lines = [
+                f"- ({by_id[mid].created_at:%Y-%m-%d} {by_id[mid].role}) {by_id[mid].content[:500]}"
+                for mid, _ in hits
+            ]
+            note = "Relevant earlier messages from this conversation:\n" + "\n".join(lines)
+            await self._note(inp, note, message_citations)
+        found = []
+        if passages:
+            found.append(f"{len(passages)} knowledge base passages")
+        if hits:
+            found.append(f"{len(hits)} earlier messages")
+        summary = " and ".join(found) + " retrieved"
         await complete(self.deps.bus, inp, summary, citations=citations)
-        return StepResult(summary)
+        return StepResult(summary, citations=citations)
 
     @activity.defn(name="LoadMemory")
     async def load_memory(self, inp: StepInput) -> StepResult:
@@ -129,15 +159,29 @@ class RagActivities:
         facts = {str(k): str(v) for k, v in parsed.items()} if isinstance(parsed, dict) else {}
         return dict(list(facts.items())[:20]), usage_of(response.usage) or {}
 
-    async def _note(self, inp: StepInput, text: str) -> None:
-        await store.store_message_once(
+    async def _note(
+        self,
+        inp: StepInput,
+        text: str,
+        citations: list[dict[str, Any]] | None = None,
+        kind: str = "note",
+    ) -> None:
+        """A system message of the turn for the next generation step; a retrieval note keeps
+        its citations, which the turn's reply is returned with."""
+        note = await store.store_message_once(
             self.deps.db,
-            idempotency_key=f"{inp.turn_id}:{inp.step}:note",
+            idempotency_key=f"{inp.turn_id}:{inp.step}:{kind}",
             session_id=int(inp.session_id),
             role="system",
             content=text,
             turn_id=int(inp.turn_id),
         )
+        if citations and note.citations != citations:
+            async with self.deps.db() as db:
+                await db.execute(
+                    update(Message).where(Message.id == note.id).values(citations=citations)
+                )
+                await db.commit()
 
 
 def tokens(text: str) -> list[str]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from activities.deps import Deps
 from chatee import store
+from chatee.metrics import TURNS
 from chatee.models import Message, Turn
 from workflows.types import FinishTurnInput
 
@@ -25,6 +26,8 @@ async def finish_turn(deps: Deps, inp: FinishTurnInput, content: str | None = No
             await db.commit()
     elif inp.status != "completed":  # a completed turn answered every call it made
         await close_open_tool_calls(deps, session_id, turn_id, inp.error_message or inp.status)
+    elif inp.message_id:
+        await _cite(deps, session_id, turn_id, int(inp.message_id))
     await _record(deps, inp)
 
     key = f"{inp.turn_id}:end"  # one ending per turn, whichever is recorded first
@@ -40,6 +43,19 @@ async def finish_turn(deps: Deps, inp: FinishTurnInput, content: str | None = No
         await deps.bus.publish(
             inp.session_id, "turn.failed", {"turn_id": inp.turn_id, "error": error}, key
         )
+
+
+async def _cite(deps: Deps, session_id: int, turn_id: int, message_id: int) -> None:
+    """Store what the turn's AG_RAG steps cited with its reply (one indexed read when none)."""
+    async with deps.db() as db:
+        cited = await store.turn_citations(db, session_id, turn_id)
+        if cited:
+            await db.execute(
+                update(Message)
+                .where(Message.id == message_id, Message.citations.is_(None))
+                .values(citations=cited)
+            )
+            await db.commit()
 
 
 async def close_open_tool_calls(deps: Deps, session_id: int, turn_id: int, reason: str) -> None:
@@ -87,3 +103,5 @@ async def _record(deps: Deps, inp: FinishTurnInput) -> None:
             await db.commit()
         except IntegrityError:  # a concurrent attempt recorded it first
             await db.rollback()
+            return
+    TURNS.labels(inp.status).inc()  # once per turn: only the attempt that recorded it counts

@@ -6,12 +6,30 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from api import errors
 from api.deps import Resources
 from api.limits import BodySizeLimit
 from api.mcp_server import AgentsMcpServer
-from api.routers import agents, auth, chat, conversations, health, mcp, presence, sessions, sync
+from api.metrics import Observe
+from api.metrics import router as metrics_router
+from api.middleware import REQUEST_ID, RequestContext
+from api.ratelimit import RateLimitByIp
+from api.routers import (
+    agents,
+    api_keys,
+    auth,
+    chat,
+    conversations,
+    health,
+    knowledge,
+    mcp,
+    memory,
+    presence,
+    sessions,
+    sync,
+)
 from api.ws import Hub
 from api.ws import router as ws_router
 from chatee import temporal
@@ -25,6 +43,7 @@ from chatee.messaging.service import Messenger
 from chatee.messaging.store import create_store
 from chatee.nodes import NodeLease
 from chatee.redis import connect_redis
+from chatee.tracing import setup_tracing
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -32,6 +51,7 @@ def create_app(settings: Settings) -> FastAPI:
         raise ConfigError("CHATEE_JWT_SECRET is not set (chatee dev generates one for you)")
     for secret in (settings.jwt_secret, settings.llm_openai_api_key, settings.llm_deepseek_api_key):
         register_secret(secret.get_secret_value() if secret else None)
+    setup_tracing(settings, "chatee-api")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,6 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
         async with mcp_endpoint.lifespan():
             yield
         await app.state.hub.stop()
+        await knowledge.close(app)
         await message_store.close()
         await app.state.mcp.close()
         if lease:
@@ -77,11 +98,32 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_request_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.limits.max_request_bytes,
+        upload_bytes=settings.limits.max_upload_bytes,
+    )
+    app.add_middleware(RateLimitByIp, settings=settings)  # per client IP (per user: api.deps)
+    app.add_middleware(  # cross-site browsers: only the configured origins (default none)
+        CORSMiddleware,
+        allow_origins=settings.security.cors_origins,
+        allow_credentials=settings.security.cors_allow_credentials,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "Last-Event-ID", REQUEST_ID],
+        expose_headers=[REQUEST_ID, "Retry-After"],
+        max_age=600,
+    )
+    app.add_middleware(RequestContext, settings=settings)  # outermost: request id, headers
+    app.add_middleware(Observe)  # around everything: latency by route template (/metrics)
     app.include_router(health.router)
+    if settings.observability.metrics_enabled:
+        app.include_router(metrics_router)  # GET /metrics (Prometheus)
+    app.include_router(api_keys.router, prefix="/api/v1")
     for router in (auth.router, agents.router, sessions.router, chat.router, mcp.router):
         app.include_router(router, prefix="/api/v1")
     for router in (conversations.router, sync.router, presence.router):
+        app.include_router(router, prefix="/api/v1")
+    for router in (knowledge.router, memory.router):  # knowledge bases, RAG, memory
         app.include_router(router, prefix="/api/v1")
     app.include_router(ws_router)  # WS /ws
     # the caller's agents as MCP tools (streamable HTTP, bearer JWT)

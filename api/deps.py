@@ -1,21 +1,46 @@
-"""FastAPI dependencies: shared resources, DB sessions, the authenticated user."""
+"""FastAPI dependencies: shared resources, DB sessions, the authenticated caller.
+
+A caller is a user holding an access token (every scope) or a service holding an API key
+(`chk_…`, only its scopes). Both come as `Authorization: Bearer …`; revoked access tokens
+(logout, a reused refresh token) and revoked keys are refused.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Annotated
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Annotated, Literal
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.exceptions import HTTPException
 from temporalio.client import Client
 
-from api.errors import Problem
+from api.errors import Problem, unavailable
 from chatee.bus import EventBus
 from chatee.config import Settings
-from chatee.security import InvalidToken, user_id_from_token
+from chatee.models import ApiKey, utcnow
+from chatee.security import (
+    API_KEY_PREFIX,
+    READ_METHODS,
+    SCOPE_GROUPS,
+    AccessClaims,
+    InvalidToken,
+    decode_access_token,
+    derive_pepper,
+    hash_secret,
+    scope_allows,
+)
+
+REVOKED_JTI = "chatee:auth:revoked:jti:"  # + jti, until the token's exp
+REVOKED_FAMILY = "chatee:auth:revoked:family:"  # + family id, for one access-token lifetime
+LAST_USED_EVERY = timedelta(seconds=60)  # an API key's last_used_at is written at most this often
 
 
 @dataclass
@@ -37,22 +62,112 @@ async def db_session(res: Annotated[Resources, Depends(resources)]) -> AsyncIter
         yield session
 
 
-_bearer = HTTPBearer(auto_error=False, description="JWT from /auth/login or /auth/register")
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a user's access token, or one of a user's API keys."""
+
+    user_id: int
+    kind: Literal["user", "api_key"]
+    claims: AccessClaims | None = None
+    key_id: int | None = None
+    scopes: frozenset[str] = field(default_factory=frozenset)
+
+    def allows(self, group: str | None, write: bool) -> bool:
+        if self.kind == "user":
+            return True
+        return group is not None and scope_allows(self.scopes, group, write)
 
 
-def current_user_id(
+def pepper(settings: Settings) -> bytes:
+    assert settings.jwt_secret is not None
+    configured = settings.security.api_key_pepper
+    return derive_pepper(
+        settings.jwt_secret.get_secret_value(),
+        configured.get_secret_value() if configured else None,
+    )
+
+
+async def authenticate(res: Resources, token: str) -> Principal | None:
+    """The caller behind a bearer token, or None when it is invalid, expired or revoked."""
+    if token.startswith(API_KEY_PREFIX):
+        return await _api_key(res, token)
+    assert res.settings.jwt_secret is not None
+    try:
+        claims = decode_access_token(token, res.settings.jwt_secret.get_secret_value())
+    except InvalidToken:
+        return None
+    keys = [REVOKED_JTI + claims.jti] if claims.jti else []
+    if claims.family:
+        keys.append(REVOKED_FAMILY + claims.family)
+    if keys:
+        try:
+            if await res.redis.exists(*keys):
+                return None
+        except RedisError:  # cannot tell whether it was revoked: refuse to guess
+            raise unavailable("Redis") from None
+    return Principal(claims.user_id, "user", claims=claims)
+
+
+async def _api_key(res: Resources, token: str) -> Principal | None:
+    digest = hash_secret(token, pepper(res.settings))
+    try:
+        async with res.db() as db:
+            key = await db.scalar(
+                select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
+            )
+            if key is None:
+                return None
+            now = utcnow()
+            if key.last_used_at is None or now - key.last_used_at > LAST_USED_EVERY:
+                await db.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
+                await db.commit()
+    except SQLAlchemyError:
+        raise unavailable("the database") from None
+    return Principal(key.user_id, "api_key", key_id=key.id, scopes=frozenset(key.scopes or ()))
+
+
+def route_group(path: str) -> str | None:
+    """The scope group of an /api/v1 path (`/api/v1/agents/1` → `agents`); None: keys never."""
+    parts = path.split("/")
+    if len(parts) < 4 or parts[1:3] != ["api", "v1"]:
+        return None
+    return SCOPE_GROUPS.get(parts[3])
+
+
+def unauthorized(detail: str) -> HTTPException:
+    return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+_bearer = HTTPBearer(
+    auto_error=False, description="access token from /auth/login, or an API key (chk_…)"
+)
+
+
+async def current_principal(
+    request: Request,
     res: Annotated[Resources, Depends(resources)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> int:
+) -> Principal:
     if credentials is None:
-        raise Problem(401, "missing bearer token", "/problems/unauthorized")
-    try:
-        assert res.settings.jwt_secret is not None
-        return user_id_from_token(
-            credentials.credentials, res.settings.jwt_secret.get_secret_value()
+        raise unauthorized("missing bearer token")
+    principal = await authenticate(res, credentials.credentials)
+    if principal is None:
+        raise unauthorized("invalid, expired or revoked token")
+    write = request.method not in READ_METHODS
+    if not principal.allows(route_group(request.url.path), write):
+        raise Problem(
+            403, "this API key's scopes do not cover this request", "/problems/insufficient-scope"
         )
-    except InvalidToken:
-        raise Problem(401, "invalid or expired token", "/problems/unauthorized") from None
+    if write:
+        from api.ratelimit import limit_user_writes  # import here: ratelimit imports deps
+
+        await limit_user_writes(request.app, res, principal.user_id)
+    request.state.principal = principal
+    return principal
+
+
+def current_user_id(principal: Annotated[Principal, Depends(current_principal)]) -> int:
+    return principal.user_id
 
 
 def parse_id(raw: str, what: str) -> int:
@@ -64,4 +179,5 @@ def parse_id(raw: str, what: str) -> int:
 
 Res = Annotated[Resources, Depends(resources)]
 DB = Annotated[AsyncSession, Depends(db_session)]
+Caller = Annotated[Principal, Depends(current_principal)]
 UserId = Annotated[int, Depends(current_user_id)]

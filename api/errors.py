@@ -5,10 +5,17 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from temporalio.service import RPCError
 
 from chatee.logging import get_logger
 
@@ -42,6 +49,11 @@ def problem_response(
         "detail": detail,
         **extra,
     }
+    # the request id bound by api.middleware.RequestContext, so a report can be matched to logs
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    if request_id is not None:
+        body["request_id"] = request_id
+        headers = {**(headers or {}), "X-Request-ID": request_id}
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
@@ -50,13 +62,99 @@ def not_found(what: str) -> Problem:
 
 
 def unavailable(what: str) -> Problem:
-    return Problem(503, f"{what} is unavailable right now; retry shortly", "/problems/unavailable")
+    return Problem(
+        503,
+        f"{what} is unavailable right now; retry shortly",
+        "/problems/unavailable",
+        dependency=what,
+    )
+
+
+# Driver / connection exceptions that mean "a dependency is away", not "a bug": answered 503.
+_TRANSIENT_RPC = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+
+
+def dependency_down(exc: BaseException) -> str | None:
+    """The dependency (database, Redis, Temporal) that an exception says is unreachable, or
+    None for any other error. Follows the `raise ... from` chain: drivers wrap each other."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (RedisConnectionError, RedisTimeoutError)):
+            return "Redis"
+        if isinstance(current, PoolTimeoutError) or (
+            isinstance(current, DBAPIError)
+            and (
+                current.connection_invalidated
+                or isinstance(current, (OperationalError, InterfaceError))
+            )
+        ):
+            return "database"
+        if isinstance(current, RPCError) and current.status.name in _TRANSIENT_RPC:
+            return "Temporal"
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def dependency_response(name: str) -> JSONResponse:
+    return problem_response(
+        503,
+        f"{name} is unavailable right now; retry shortly",
+        "/problems/unavailable",
+        headers={"Retry-After": "2"},
+        dependency=name,
+    )
+
+
+def problem_openapi(app: FastAPI) -> None:
+    """Document problem+json on every operation: 422 (validation), any other 4XX, and 5XX
+    (503 while a dependency is away), so the schema says what clients really receive."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["Problem"] = PROBLEM_SCHEMA
+        problem = {"content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                responses["422"] = {"description": "Validation error", **problem}
+                responses.setdefault("4XX", {"description": "Client error", **problem})
+                responses.setdefault("5XX", {"description": "Server error, unavailable", **problem})
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "description": "RFC 9457 problem details",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "request_id": {"type": "string"},
+    },
+    "required": ["type", "title", "status", "detail"],
+    "additionalProperties": True,
+}
 
 
 def install(app: FastAPI) -> None:
+    problem_openapi(app)
+
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
-        return problem_response(exc.status, exc.detail, exc.type, **exc.extra)
+        retry = {"Retry-After": "2"} if exc.status == 503 else None  # every 503 is transient
+        return problem_response(exc.status, exc.detail, exc.type, headers=retry, **exc.extra)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -78,7 +176,21 @@ def install(app: FastAPI) -> None:
             422, detail or "invalid request", "/problems/validation", errors=errors
         )
 
+    async def _driver(request: Request, exc: Exception) -> JSONResponse:
+        name = dependency_down(exc)
+        if name is not None:
+            log.warning("dependency unavailable", dependency=name, path=request.url.path)
+            return dependency_response(name)
+        log.exception("unhandled error", path=request.url.path)
+        return problem_response(500, "internal error; it has been logged")
+
+    for kind in (RedisError, SQLAlchemyError, RPCError, OSError):
+        app.add_exception_handler(kind, _driver)
+
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        name = dependency_down(exc)
+        if name is not None:
+            return dependency_response(name)
         log.exception("unhandled error", path=request.url.path)
         return problem_response(500, "internal error; it has been logged")

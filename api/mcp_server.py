@@ -28,11 +28,11 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from sqlalchemy import select
 from starlette.types import Receive, Scope, Send
 
-from api.errors import problem_response
+from api.deps import authenticate
+from api.errors import Problem, problem_response
 from chatee.config import Settings
 from chatee.logging import get_logger
 from chatee.models import Agent
-from chatee.security import InvalidToken, user_id_from_token
 
 log = get_logger(__name__)
 
@@ -92,7 +92,11 @@ class AgentsMcpServer:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        user_id, token = self._authenticate(scope)
+        try:
+            user_id, token = await self._authenticate(scope)
+        except Problem as exc:  # revocations cannot be checked right now
+            await problem_response(exc.status, exc.detail, exc.type)(scope, receive, send)
+            return
         if user_id is None:
             response = problem_response(
                 401,
@@ -108,18 +112,16 @@ class AgentsMcpServer:
         scope[USER_KEY], scope[TOKEN_KEY] = user_id, token
         await self._sessions.handle_request(scope, receive, send)
 
-    def _authenticate(self, scope: Scope) -> tuple[int | None, str]:
+    async def _authenticate(self, scope: Scope) -> tuple[int | None, str]:
+        """An access token, or an API key with the `chat` scope (tools run agent turns)."""
         header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
         scheme, _, token = header.decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return None, ""
-        assert self.settings.jwt_secret is not None
-        try:
-            return user_id_from_token(token.strip(), self.settings.jwt_secret.get_secret_value()), (
-                token.strip()
-            )
-        except InvalidToken:
+        principal = await authenticate(self.app.state.resources, token.strip())
+        if principal is None or not principal.allows("chat", write=True):
             return None, ""
+        return principal.user_id, token.strip()
 
     # -- MCP handlers ---------------------------------------------------------------------------
 

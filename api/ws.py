@@ -1,7 +1,8 @@
 """The WebSocket hub: `WS /ws?token=<jwt>[&after=<inbox_seq>][&session_id=<id>]`.
 
 One `Hub` per API process. Each socket is a `Connection` with its own bounded outgoing queue
-and writer task, so a client that stops reading only ever blocks itself. Users reach sockets
+and writer task (both exist only while frames wait: idle sockets are cheap), so a client that
+stops reading only ever blocks itself. Users reach sockets
 on other processes through Redis pub/sub: one channel per user, subscribed by every process
 that holds one of that user's sockets.
 
@@ -29,8 +30,9 @@ from fastapi import APIRouter, WebSocket
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from api.deps import Resources
-from api.errors import Problem
+from api.deps import Principal, Resources, authenticate
+from api.errors import Problem, dependency_down
+from api.limits import FrameGuard
 from api.routers.chat import submit_turn
 from api.routers.conversations import complete_send, post_message
 from api.routers.sync import sync_page
@@ -43,49 +45,68 @@ from chatee.messaging import conversations, presence
 from chatee.messaging.conversations import MessagingError
 from chatee.messaging.fanout import new_message_frame, user_channel
 from chatee.messaging.service import Messenger
-from chatee.security import InvalidToken, user_id_from_token
+from chatee.metrics import WS_CONNECTIONS
 
 log = get_logger(__name__)
 router = APIRouter()
 
 UNAUTHORIZED = 4401
+TRY_AGAIN_LATER = 1013
 CONTROL_CHANNEL = "chatee:hub:control"  # keeps the pub/sub connection subscribed at all times
 FILL_PAGE = 200
 
 
 class Connection:
-    """One socket: a bounded queue of frames, its writer, and the inbox cursor."""
+    """One socket: a bounded queue of frames, its writer, and the inbox cursor.
+
+    Idle sockets are the common case, so one costs as little as it can: slots, no queue
+    object until a frame is queued, and no writer task until there is something to write
+    (the writer drains the queue and ends)."""
+
+    __slots__ = (
+        "id", "hub", "ws", "user_id", "frames", "droppable", "cursor", "want", "syncing",
+        "filling", "closed", "tasks", "writer",
+    )  # fmt: skip
 
     def __init__(self, hub: Hub, ws: WebSocket, user_id: int) -> None:
         self.id = uuid.uuid4().hex
         self.hub = hub
         self.ws = ws
         self.user_id = user_id
-        self.limit = hub.knobs.ws_queue_size
-        self.frames: deque[tuple[str, bool]] = deque()
+        self.frames: deque[tuple[str, bool]] | None = None
         self.droppable = 0
-        self.wake = asyncio.Event()
         self.cursor: int | None = None  # set by start(); pushes wait in `want` until then
         self.want = 0  # highest inbox_seq known to exist that is not queued yet
         self.syncing = False  # the client pages with `sync`; no live messages meanwhile
         self.filling: asyncio.Task[None] | None = None
         self.closed = False
-        self.tasks: set[asyncio.Task[Any]] = set()
-        self.writer = asyncio.create_task(self._write(), name=f"ws-writer-{self.id}")
+        self.tasks: set[asyncio.Task[Any]] | None = None
+        self.writer: asyncio.Task[None] | None = None
+
+    @property
+    def limit(self) -> int:
+        return self.hub.knobs.ws_queue_size
 
     # -- the outgoing queue ------------------------------------------------------------------
 
-    def _put(self, frame: dict[str, Any], droppable: bool) -> bool:
+    def _put(self, frame: dict[str, Any], droppable: bool, text: str | None = None) -> bool:
+        """Queue a frame (`text`: its JSON, when the caller has it already)."""
         if self.closed:
             return False
-        if droppable and self.droppable >= self.limit:
+        limit = self.limit
+        if droppable and self.droppable >= limit:
             return False
-        if len(self.frames) >= 4 * self.limit + 64:  # not even replies are being read
+        if self.frames is None:
+            self.frames = deque()
+        elif len(self.frames) >= 4 * limit + 64:  # not even replies are being read
             self.spawn(self.close(1008, "client too slow"))
             return False
-        self.frames.append((json.dumps(frame, separators=(",", ":")), droppable))
+        if text is None:
+            text = json.dumps(frame, separators=(",", ":"))
+        self.frames.append((text, droppable))
         self.droppable += droppable
-        self.wake.set()
+        if self.writer is None:
+            self.writer = asyncio.create_task(self._write())
         return True
 
     def control(self, frame: dict[str, Any]) -> None:
@@ -97,19 +118,21 @@ class Connection:
         self._put(frame, True)
 
     async def _write(self) -> None:
+        """Drain the queue, then end (and free the queue); `_put` starts the next one."""
+        frames = self.frames
         try:
-            while True:
-                if not self.frames:
-                    self.wake.clear()
-                    await self.wake.wait()
-                    continue
-                text, droppable = self.frames.popleft()
+            while frames:
+                text, droppable = frames.popleft()
                 self.droppable -= droppable
                 await self.ws.send_text(text)
         except asyncio.CancelledError:
             raise
         except Exception:  # the socket is gone; the receive loop notices and detaches
             self.closed = True
+        finally:
+            if self.frames is frames and not frames:
+                self.frames = None
+            self.writer = None
 
     # -- inbox delivery -----------------------------------------------------------------------
 
@@ -117,8 +140,8 @@ class Connection:
         self.cursor = cursor
         self._fill_gap()
 
-    def offer(self, inbox_seq: int, frame: dict[str, Any]) -> None:
-        """A pushed `message.new`: queued only if it is the next one."""
+    def offer(self, inbox_seq: int, frame: dict[str, Any], text: str | None = None) -> None:
+        """A pushed `message.new` (`text`: as published): queued only if it is the next one."""
         if self.syncing or self.cursor is None or self.filling is not None:
             self.want = max(self.want, inbox_seq)
             self._fill_gap()
@@ -129,10 +152,12 @@ class Connection:
             self.want = max(self.want, inbox_seq)
             self._fill_gap()
             return
-        self._queue_message(inbox_seq, frame)
+        self._queue_message(inbox_seq, frame, text)
 
-    def _queue_message(self, inbox_seq: int, frame: dict[str, Any]) -> bool:
-        if not self._put(frame, True):
+    def _queue_message(
+        self, inbox_seq: int, frame: dict[str, Any], text: str | None = None
+    ) -> bool:
+        if not self._put(frame, True, text):
             self._resync()
             return False
         self.cursor = inbox_seq
@@ -211,6 +236,8 @@ class Connection:
 
     def spawn(self, work: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(work)
+        if self.tasks is None:
+            self.tasks = set()
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -224,7 +251,11 @@ class Connection:
 
     async def finish(self) -> None:
         self.closed = True
-        pending = [self.writer, *self.tasks, *([self.filling] if self.filling else [])]
+        pending = [
+            *([self.writer] if self.writer else []),
+            *(self.tasks or ()),
+            *([self.filling] if self.filling else []),
+        ]
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -371,11 +402,12 @@ class Hub:
             frame = json.loads(data)
         except ValueError:
             return
-        for conn in list(group):
-            if frame.get("type") == "message.new":
-                conn.offer(int(frame["inbox_seq"]), frame)
+        new = frame.get("type") == "message.new"
+        for conn in list(group):  # the published JSON is forwarded as is: encoded once
+            if new:
+                conn.offer(int(frame["inbox_seq"]), frame, data)
             else:
-                conn.ephemeral(frame)
+                conn._put(frame, True, data)
 
     async def _leases(self) -> None:
         ttl = self.knobs.presence_ttl_seconds
@@ -402,8 +434,8 @@ class Hub:
             await asyncio.sleep(self.knobs.reconcile_seconds)
             try:
                 await self.reconcile()
-            except Exception:
-                log.exception("inbox reconcile failed")
+            except Exception as exc:
+                _background_failure("inbox reconcile failed", exc)
 
     async def _recover(self) -> None:
         """Finish sends whose process died between storing and fanning out (any API process
@@ -417,8 +449,8 @@ class Hub:
                         await self.resume(message_id)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("send recovery failed")
+            except Exception as exc:
+                _background_failure("send recovery failed", exc)
 
     async def resume(self, message_id: int) -> None:
         message = await self.messenger.store.get(message_id)
@@ -434,20 +466,32 @@ class Hub:
         await complete_send(self.res, self.messenger, view, message)
 
 
+def _background_failure(what: str, exc: Exception) -> None:
+    """A dependency that is away is one warning line per attempt, not a traceback each time."""
+    down = dependency_down(exc)
+    if down is not None:
+        log.warning(what, dependency=down, error=type(exc).__name__)
+    else:
+        log.exception(what)
+
+
 # -- the endpoint -------------------------------------------------------------------------------
 
 
-def _authenticate(ws: WebSocket, res: Resources) -> int | None:
+async def _authenticate(ws: WebSocket, res: Resources) -> Principal | None:
+    """An access token or an API key with the `conversations` or `chat` scope (api.deps)."""
     token = ws.query_params.get("token")
     if token is None:
         header = ws.headers.get("authorization", "")
         token = header[7:] if header.lower().startswith("bearer ") else None
     if not token or res.settings.jwt_secret is None:
         return None
-    try:
-        return user_id_from_token(token, res.settings.jwt_secret.get_secret_value())
-    except InvalidToken:
+    principal = await authenticate(res, token)  # Problem(503) when revocations can't be checked
+    if principal is None or not (
+        principal.allows("conversations", True) or principal.allows("chat", True)
+    ):
         return None
+    return principal
 
 
 def _int_param(raw: str | None) -> int | None:
@@ -457,17 +501,24 @@ def _int_param(raw: str | None) -> int | None:
 @router.websocket("/ws")
 async def websocket_endpoint(ws: WebSocket) -> None:
     hub: Hub = ws.app.state.hub
-    user_id = _authenticate(ws, hub.res)
-    await ws.accept()
-    if user_id is None:  # accepted first, so the client sees the code, not a failed handshake
-        await ws.close(UNAUTHORIZED, "missing or invalid token")
+    try:
+        principal = await _authenticate(ws, hub.res)
+    except Problem:  # a dependency is away: the token may be fine, so not 4401
+        await ws.accept()
+        await ws.close(TRY_AGAIN_LATER, "try again shortly")
         return
+    await ws.accept()
+    if principal is None:  # accepted first, so the client sees the code, not a failed handshake
+        await ws.close(UNAUTHORIZED, "missing, invalid or revoked token")
+        return
+    user_id, guard = principal.user_id, FrameGuard(hub.res.settings, principal)
     try:
         conn = await hub.attach(ws, user_id, _int_param(ws.query_params.get("after")))
     except Exception:
         log.exception("could not attach a socket", user=user_id)
         await ws.close(1011, "try again shortly")
         return
+    WS_CONNECTIONS.inc()
     try:
         session_id = ws.query_params.get("session_id")
         if session_id is not None:
@@ -479,10 +530,14 @@ async def websocket_endpoint(ws: WebSocket) -> None:
             text = message.get("text")
             if text is None and message.get("bytes") is not None:
                 text = message["bytes"].decode("utf-8", "replace")
+            if (refusal := guard.check(text or "")) is not None:  # size, rate, scope
+                conn.control(refusal)
+                continue
             await _handle(conn, text or "")
     except WebSocketDisconnect:
         pass
     finally:
+        WS_CONNECTIONS.dec()
         await hub.detach(conn)
 
 
@@ -504,6 +559,11 @@ def _field(frame: dict[str, Any], name: str, kind: type, required: bool = True) 
         raise BadFrame(f"{name} must be a{'n integer' if kind is int else ' string'}")
     if kind is str and not value:
         raise BadFrame(f"{name} must not be empty")
+    if kind is str and not value.isascii():
+        try:  # JSON may carry lone surrogates (`"\ud800"`): not text any store can hold
+            value.encode()
+        except UnicodeEncodeError:
+            raise BadFrame(f"{name} must be valid Unicode text") from None
     return value
 
 
@@ -538,7 +598,13 @@ async def _handle(conn: Connection, text: str) -> None:
         conn.control(_error(exc.code, exc.detail, ref, status=exc.status))
     except Problem as exc:
         conn.control(_error(exc.type.rsplit("/", 1)[-1], exc.detail, ref, status=exc.status))
-    except Exception:
+    except Exception as exc:
+        down = dependency_down(exc)  # the database, Redis or Temporal away: retry shortly
+        if down is not None:
+            log.warning("websocket frame refused: dependency unavailable", dependency=down)
+            detail = f"{down} is unavailable right now; retry shortly"
+            conn.control(_error("unavailable", detail, ref, status=503, dependency=down))
+            return
         log.exception("websocket frame failed", type=kind)
         conn.control(_error("internal", "internal error; it has been logged", ref, status=500))
 

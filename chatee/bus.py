@@ -19,6 +19,8 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from chatee.logging import scrub
+
 _STREAM_ID = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
 _U64 = 2**64 - 1
 
@@ -70,7 +72,9 @@ class EventBus:
         (a retried activity cannot show the same event twice). Returns the stream id."""
         dedupe = f"chatee:once:{session_id}:{once_key}" if once_key else ""
         min_id = max(0, int(time.time() * 1000) - self.retention_seconds * 1000)
-        payload = json.dumps({**data, "session_id": str(session_id)}, separators=(",", ":"))
+        # clients read these events: mask known secrets (a provider's error may quote its key)
+        data = _scrubbed({**data, "session_id": str(session_id)})
+        payload = json.dumps(data, separators=(",", ":"))
         result = await self._publish(
             keys=[stream_key(session_id), dedupe],
             args=[min_id, self.max_len, self.retention_seconds, event, payload],
@@ -110,6 +114,17 @@ class EventBus:
             for event in events:
                 after = event.id
                 yield event
+
+
+def _scrubbed(value: Any) -> Any:
+    """`value` with every string in it scrubbed (string by string, so JSON stays JSON)."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {k: _scrubbed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrubbed(v) for v in value]
+    return value
 
 
 def _text(value: Any) -> str:

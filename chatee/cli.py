@@ -29,6 +29,7 @@ def _settings() -> Settings:
         settings.llm_deepseek_api_key,
         settings.mysql_password,
         settings.redis_password,
+        *(provider.api_key for provider in settings.llm_providers.values()),
     ):
         register_secret(secret.get_secret_value() if secret else None)
     return settings
@@ -48,6 +49,7 @@ def api(
     import uvicorn
 
     from api.app import create_app
+    from api.limits import ws_protocol_limit
 
     settings = _settings()
     try:
@@ -61,6 +63,8 @@ def api(
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,
+        ws_max_size=ws_protocol_limit(settings),  # bigger frames close the socket (1009)
+        ws_per_message_deflate=False,  # zlib state per socket costs memory; frames are small
     )
 
 

@@ -34,6 +34,7 @@ def config_dir() -> Path:
 class Limits(BaseModel):
     max_message_bytes: int = Field(32 * 1024, gt=0)
     max_request_bytes: int = Field(1024 * 1024, gt=0)
+    max_upload_bytes: int = Field(10 * 1024 * 1024, gt=0)  # knowledge-base documents
     context_messages: int = Field(50, gt=0)
 
 
@@ -48,6 +49,13 @@ class Temporal(BaseModel):
     llm_heartbeat_seconds: float = Field(30, gt=0)
     llm_max_attempts: int = Field(5, gt=0)
     max_tool_rounds: int = Field(5, ge=0, le=50)
+    # a cluster or Temporal Cloud (README "Temporal Cloud and TLS"); paths are PEM files
+    tls: bool = False  # implied by any tls_* path or an api_key
+    tls_client_cert_path: Path | None = None  # mTLS: with tls_client_key_path
+    tls_client_key_path: Path | None = None
+    tls_server_ca_cert_path: Path | None = None  # unset: the system's roots
+    tls_server_name: str | None = None  # SNI / certificate name when it differs from the host
+    api_key: SecretStr | None = None  # Temporal Cloud API key (sent as a bearer token)
 
 
 class Mcp(BaseModel):
@@ -84,6 +92,91 @@ class Messaging(BaseModel):
     hbase_table_prefix: str = "chatee"
     hbase_salt_buckets: int = Field(16, gt=0, le=256)
     hbase_pool_size: int = Field(8, gt=0)
+
+
+class Rag(BaseModel):
+    """Knowledge bases: ingestion (parse → chunk → embed → index) and hybrid retrieval."""
+
+    embedding_provider: str = "openai"  # an LLM provider name (its base URL and key are used)
+    embedding_model: str = "text-embedding-3-small"
+    embedding_dimensions: int | None = Field(None, gt=0)  # ask the model for shorter vectors
+    embed_batch_size: int = Field(64, gt=0, le=2048)  # texts per embeddings request
+    chunk_size: int = Field(800, ge=100)  # characters per chunk
+    chunk_overlap: int = Field(120, ge=0)  # characters shared by neighbouring chunks
+    max_chunks_per_document: int = Field(20_000, gt=0)
+    top_k: int = Field(4, gt=0, le=50)  # passages an AG_RAG step / search returns
+    candidates: int = Field(50, gt=0, le=1000)  # per retriever (lexical, vector) before fusion
+    rrf_k: int = Field(60, gt=0)  # reciprocal rank fusion constant
+    score_threshold: float = Field(0.0, ge=0, le=1)  # fused score (0–1) below which hits drop
+    min_similarity: float = Field(0.2, ge=-1, le=1)  # cosine below which vector hits drop
+    vector_cache_mb: int = Field(512, gt=0)  # in-process vector matrices, LRU per knowledge base
+    ingest_max_attempts: int = Field(3, gt=0)  # per ingestion activity, then the doc fails
+
+
+class Security(BaseModel):
+    """Tokens, API keys, CORS, response headers and abuse limits (README "Security")."""
+
+    refresh_ttl_seconds: int = Field(30 * 24 * 3600, gt=0)  # a login lasts this long unused
+    # keys API-key hashes; unset: derived from CHATEE_JWT_SECRET (rotating it voids all keys)
+    api_key_pepper: SecretStr | None = None
+    cors_origins: list[str] = []  # exact origins allowed cross-site, e.g. ["https://app.example"]
+    cors_allow_credentials: bool = False
+    hsts_seconds: int = Field(0, ge=0)  # Strict-Transport-Security max-age; 0: not sent
+    content_security_policy: str = "default-src 'none'; frame-ancestors 'none'"
+    rate_limits_enabled: bool = True
+    rate_window_seconds: int = Field(60, gt=0)  # every budget below counts over this window
+    ip_requests_per_window: int = Field(1200, ge=0)  # any /api/v1 request, per client IP; 0: off
+    auth_requests_per_window: int = Field(30, ge=0)  # /api/v1/auth/*, per client IP
+    user_writes_per_window: int = Field(1200, ge=0)  # POST/PUT/PATCH/DELETE, per user or key
+    # per-IP budgets skip these (a local reverse proxy without X-Forwarded-For looks like one
+    # client); per-user budgets still apply
+    rate_limit_exempt_ips: list[str] = ["127.0.0.1/32", "::1/128"]
+    max_sessions_per_user: int = Field(1000, ge=0)  # open agent sessions per user; 0: no limit
+    max_api_keys_per_user: int = Field(50, gt=0)
+    ws_max_frame_bytes: int | None = Field(None, gt=0)  # unset: limits.max_request_bytes
+    ws_messages_per_second: float = Field(20, gt=0)  # per connection, sustained
+    ws_message_burst: int = Field(40, gt=0)  # per connection, all at once
+
+
+class Observability(BaseModel):
+    """Prometheus metrics, OpenTelemetry tracing (README "Observability")."""
+
+    metrics_enabled: bool = True  # GET /metrics on the API
+    worker_metrics_port: int = Field(0, ge=0, lt=65536)  # worker /metrics over HTTP; 0: off
+    worker_metrics_host: str = "127.0.0.1"
+    temporal_metrics_port: int = Field(0, ge=0, lt=65536)  # Temporal SDK runtime metrics; 0: off
+    tracing_exporter: Literal["none", "console", "file", "otlp"] = "none"
+    tracing_file: Path | None = None  # `file`: one JSON span per line, appended
+    otlp_endpoint: str | None = None  # `otlp`: e.g. http://collector:4318/v1/traces
+    service_name: str | None = None  # default chatee-api / chatee-worker
+    trace_sample_ratio: float = Field(1.0, ge=0, le=1)
+
+
+class QueueConcurrency(BaseModel):
+    """How much one worker process takes on from one task queue."""
+
+    max_concurrent_activities: int = Field(200, gt=0)
+    max_concurrent_workflow_tasks: int = Field(200, gt=0)
+    max_activities_per_second: float | None = Field(None, gt=0)  # this worker, this queue
+    max_task_queue_activities_per_second: float | None = Field(None, gt=0)  # the whole queue
+
+
+class Workers(BaseModel):
+    """Per-queue concurrency and Worker Deployment versioning (README "Scaling workers")."""
+
+    # workflow tasks are CPU-bound: a few per core, or they outlive their task timeout under load
+    agents: QueueConcurrency = QueueConcurrency(max_concurrent_workflow_tasks=10)
+    llm: QueueConcurrency = QueueConcurrency()
+    tools: QueueConcurrency = QueueConcurrency()
+    rag: QueueConcurrency = QueueConcurrency()
+    messages: QueueConcurrency = QueueConcurrency()
+    graceful_shutdown_seconds: float = Field(10, ge=0)
+    # Worker Deployment versioning: off unless a deployment name is set
+    deployment_name: str | None = None
+    build_id: str | None = None  # this code's version within the deployment, e.g. a git sha
+    # make this build the deployment's current version once its pollers are up (simple
+    # rollouts; leave off to promote with `temporal worker deployment set-current-version`)
+    promote_on_start: bool = False
 
 
 class Dev(BaseModel):
@@ -125,7 +218,7 @@ class Settings(BaseSettings):
     http_port: int = Field(8080, gt=0, lt=65536)
     data_dir: Path = Path(".chatee")
     jwt_secret: SecretStr | None = None
-    jwt_ttl_seconds: int = Field(7 * 24 * 3600, gt=0)
+    jwt_ttl_seconds: int = Field(30 * 60, gt=0)  # access tokens; refresh for new ones
     message_store: Literal["sql", "hbase"] = "sql"
     hbase_host: str | None = None
     node_id: int = Field(0, ge=0, lt=1024)
@@ -137,6 +230,10 @@ class Settings(BaseSettings):
     temporal: Temporal = Temporal()
     mcp: Mcp = Mcp()
     messaging: Messaging = Messaging()
+    rag: Rag = Rag()
+    security: Security = Security()
+    observability: Observability = Observability()
+    workers: Workers = Workers()
     dev: Dev = Dev()
 
     @classmethod

@@ -8,6 +8,22 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 
+def _bind_bytes_on_aiomysql() -> None:
+    """aiomysql 0.3.2 escapes `bytes` with a PyMySQL helper that PyMySQL 1.2 replaced by a
+    placeholder string, so binding any BLOB (uploads, embeddings) fails on MySQL; use
+    PyMySQL's own `escape_bytes` (`_binary X'…'`) instead."""
+    try:
+        import aiomysql.connection as connection
+        from pymysql.converters import escape_bytes
+    except ImportError:  # pragma: no cover - MySQL driver not installed
+        return
+    if not callable(getattr(connection, "escape_bytes_prefixed", None)):
+        connection.escape_bytes_prefixed = escape_bytes  # type: ignore[attr-defined]
+
+
+_bind_bytes_on_aiomysql()
+
+
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)

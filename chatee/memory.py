@@ -29,28 +29,37 @@ async def entries(
     return (await db.execute(stmt)).scalars().all()
 
 
+async def about_user(db: AsyncSession, user_id: int) -> Sequence[Memory]:
+    """Every entry any agent keeps about this user (the user's own memory)."""
+    stmt = select(Memory).where(Memory.user_id == user_id).order_by(Memory.agent_id, Memory.key)
+    return (await db.execute(stmt)).scalars().all()
+
+
 async def put(
     factory: async_sessionmaker[AsyncSession], agent_id: int, user_id: int, key: str, value: str
-) -> None:
+) -> Memory:
     """Insert or replace one entry; safe against a concurrent writer of the same key."""
     key, value = key[:MAX_KEY], value[:MAX_VALUE]
-    for _ in range(2):
+    for attempt in (1, 2):
         async with factory() as db:
             stmt = select(Memory).where(
                 Memory.agent_id == agent_id, Memory.user_id == user_id, Memory.key == key
             )
             row = (await db.execute(stmt)).scalar_one_or_none()
             if row is None:
-                db.add(
-                    Memory(id=new_id(), agent_id=agent_id, user_id=user_id, key=key, value=value)
-                )
+                row = Memory(id=new_id(), agent_id=agent_id, user_id=user_id, key=key, value=value)
+                db.add(row)
             else:
                 row.value = value
             try:
                 await db.commit()
-                return
-            except IntegrityError:
+                await db.refresh(row)
+                return row
+            except IntegrityError:  # a concurrent writer inserted the key: update it instead
+                if attempt == 2:
+                    raise
                 await db.rollback()
+    raise RuntimeError("unreachable")  # the loop returns or raises
 
 
 async def forget(db: AsyncSession, agent_id: int, user_id: int, key: str) -> bool:

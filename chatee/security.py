@@ -1,8 +1,18 @@
-"""Password hashing (argon2) and bearer tokens (JWT, HS256)."""
+"""Password hashing (argon2), access tokens (JWT, HS256), refresh tokens and API keys.
+
+Access tokens are short-lived JWTs carrying `jti` (the token's id, for logout) and `fam` (the
+login's refresh-token family, so revoking a login also kills its live access tokens). Refresh
+tokens and API keys are opaque random strings stored only as a keyed hash.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 import time
+import uuid
+from dataclasses import dataclass
 
 import jwt
 from argon2 import PasswordHasher
@@ -10,6 +20,10 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 _hasher = PasswordHasher()
 ALGORITHM = "HS256"
+API_KEY_PREFIX = "chk_"
+REFRESH_PREFIX = "chr_"
+# how an API key is shown after creation: the prefix plus the first characters of the secret
+API_KEY_DISPLAY_CHARS = 12
 
 
 def hash_password(password: str) -> str:
@@ -23,22 +37,100 @@ def verify_password(password_hash: str, password: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class AccessClaims:
+    """What an access token says: who, until when, and the ids revocation works on."""
+
+    user_id: int
+    exp: int
+    jti: str | None = None
+    family: str | None = None
+
+
 def issue_token(user_id: int, secret: str, ttl_seconds: int) -> str:
+    """A bare access token (tests, benchmarks, service tooling)."""
+    return issue_access_token(user_id, secret, ttl_seconds)[0]
+
+
+def issue_access_token(
+    user_id: int, secret: str, ttl_seconds: int, family: str | None = None
+) -> tuple[str, AccessClaims]:
     now = int(time.time())
-    return jwt.encode(
-        {"sub": str(user_id), "iat": now, "exp": now + ttl_seconds}, secret, algorithm=ALGORITHM
-    )
+    claims = AccessClaims(user_id, now + ttl_seconds, uuid.uuid4().hex, family)
+    payload: dict[str, object] = {"sub": str(user_id), "iat": now, "exp": claims.exp}
+    payload["jti"] = claims.jti
+    if family is not None:
+        payload["fam"] = family
+    return jwt.encode(payload, secret, algorithm=ALGORITHM), claims
 
 
 class InvalidToken(Exception):
     pass
 
 
-def user_id_from_token(token: str, secret: str) -> int:
+def decode_access_token(token: str, secret: str) -> AccessClaims:
     try:
         claims = jwt.decode(
             token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]}
         )
-        return int(claims["sub"])
-    except (jwt.PyJWTError, ValueError) as exc:
+        jti, family = claims.get("jti"), claims.get("fam")
+        return AccessClaims(
+            int(claims["sub"]),
+            int(claims["exp"]),
+            jti if isinstance(jti, str) else None,
+            family if isinstance(family, str) else None,
+        )
+    except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise InvalidToken(str(exc)) from None
+
+
+def user_id_from_token(token: str, secret: str) -> int:
+    """Signature and expiry only (no revocation check: see `api.deps.authenticate`)."""
+    return decode_access_token(token, secret).user_id
+
+
+# -- opaque secrets: refresh tokens and API keys -------------------------------------------------
+
+
+def new_secret(prefix: str) -> str:
+    """256 random bits, URL-safe, behind a recognisable prefix (`chk_…`, `chr_…`)."""
+    return prefix + secrets.token_urlsafe(32)
+
+
+def derive_pepper(jwt_secret: str, configured: str | None) -> bytes:
+    """The key for secret hashes: the configured pepper, else one derived from the JWT secret."""
+    if configured:
+        return configured.encode()
+    return hmac.new(jwt_secret.encode(), b"chatee api-key pepper v1", hashlib.sha256).digest()
+
+
+def hash_secret(secret: str, pepper: bytes) -> str:
+    """HMAC-SHA256 hex. Fine for 256-bit random secrets (nothing to brute-force), fast enough to
+    run on every request, and useless without the pepper if the table leaks."""
+    return hmac.new(pepper, secret.encode(), hashlib.sha256).hexdigest()
+
+
+# -- API key scopes ---------------------------------------------------------------------------
+
+# route groups (first path segment under /api/v1) → the scope that covers them
+SCOPE_GROUPS: dict[str, str] = {
+    "agents": "agents",
+    "memory": "agents",
+    "sessions": "chat",
+    "chat": "chat",
+    "conversations": "conversations",
+    "sync": "conversations",
+    "presence": "conversations",
+    "mcp": "mcp",
+    "knowledge-bases": "knowledge",
+}
+SCOPES = sorted(
+    {g for g in SCOPE_GROUPS.values()}
+    | {f"{g}:{m}" for g in SCOPE_GROUPS.values() for m in ("read", "write")}
+)
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def scope_allows(granted: list[str] | frozenset[str], group: str, write: bool) -> bool:
+    """`group` grants reads and writes; `group:read` / `group:write` one of them."""
+    return group in granted or f"{group}:{'write' if write else 'read'}" in granted

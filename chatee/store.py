@@ -125,3 +125,18 @@ async def store_message_once(
 async def _by_key(db: AsyncSession, key: str) -> Message | None:
     stmt = select(Message).where(Message.idempotency_key == key)
     return (await db.execute(stmt)).scalar_one_or_none()
+
+
+async def turn_citations(db: AsyncSession, session_id: int, turn_id: int) -> list[Any]:
+    """What a turn's AG_RAG steps cited: each step keeps its citations on its retrieval note."""
+    rows = await db.scalars(
+        select(Message.citations)
+        .where(
+            Message.session_id == session_id,
+            Message.turn_id == turn_id,
+            Message.role == "system",
+            Message.citations.is_not(None),
+        )
+        .order_by(Message.id)
+    )
+    return [citation for citations in rows for citation in citations or []]

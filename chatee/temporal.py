@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
@@ -9,8 +11,12 @@ from temporalio.api.operatorservice.v1 import (
 )
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.runtime import Runtime
+from temporalio.service import TLSConfig
 
-from chatee.config import Settings
+from chatee.config import ConfigError, Settings
+from chatee.logging import register_secret
+from chatee.tracing import temporal_interceptors
 from workflows.types import SEARCH_ATTRIBUTES
 
 AGENT_ID = SearchAttributeKey.for_keyword("ChateeAgentId")
@@ -18,9 +24,57 @@ USER_ID = SearchAttributeKey.for_keyword("ChateeUserId")
 SESSION_ID = SearchAttributeKey.for_keyword("ChateeSessionId")
 
 
-async def connect(settings: Settings, lazy: bool = False) -> Client:
+def tls_config(settings: Settings) -> TLSConfig | bool:
+    """TLS for a cluster or Temporal Cloud from `temporal.tls*` (PEM files read now, so a bad
+    path fails at start-up, naming the setting). False: plaintext (the dev server)."""
+    knobs = settings.temporal
+    paths = {
+        "tls_server_ca_cert_path": knobs.tls_server_ca_cert_path,
+        "tls_client_cert_path": knobs.tls_client_cert_path,
+        "tls_client_key_path": knobs.tls_client_key_path,
+    }
+    if (knobs.tls_client_cert_path is None) != (knobs.tls_client_key_path is None):
+        raise ConfigError(
+            "temporal.tls_client_cert_path and temporal.tls_client_key_path go together (mTLS)"
+        )
+    wanted = knobs.tls or knobs.api_key is not None or knobs.tls_server_name is not None
+    if not wanted and not any(paths.values()):
+        return False
+    pem: dict[str, bytes | None] = {}
+    for name, path in paths.items():
+        if path is None:
+            pem[name] = None
+            continue
+        try:
+            pem[name] = Path(path).read_bytes()
+        except OSError as exc:
+            env = "CHATEE_TEMPORAL__" + name.upper()
+            raise ConfigError(
+                f"temporal.{name} ({env}): cannot read {path}: {exc.strerror}"
+            ) from None
+    if not any(pem.values()) and knobs.tls_server_name is None:
+        return True  # system roots, no client certificate (Temporal Cloud with an API key)
+    return TLSConfig(
+        server_root_ca_cert=pem["tls_server_ca_cert_path"],
+        client_cert=pem["tls_client_cert_path"],
+        client_private_key=pem["tls_client_key_path"],
+        domain=knobs.tls_server_name,
+    )
+
+
+async def connect(settings: Settings, lazy: bool = False, runtime: Runtime | None = None) -> Client:
+    """The Temporal client: TLS and API key from config, tracing interceptor when tracing is
+    on (workers built from this client inherit it)."""
+    api_key = settings.temporal.api_key.get_secret_value() if settings.temporal.api_key else None
+    register_secret(api_key)
     return await Client.connect(
-        settings.temporal_address, namespace=settings.temporal_namespace, lazy=lazy
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        lazy=lazy,
+        tls=tls_config(settings),
+        api_key=api_key,
+        interceptors=temporal_interceptors(settings),
+        runtime=runtime,
     )
 
 

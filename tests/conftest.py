@@ -26,7 +26,7 @@ from tests.support import Api, Stack
 from workflows.types import SEARCH_ATTRIBUTES
 
 MARIADB = ("127.0.0.1", 3306)
-ISOLATED = ("isolated-1", "isolated-2", "isolated-3")
+ISOLATED = tuple(f"isolated-{n}" for n in range(1, 9))
 REDIS = ("127.0.0.1", 6379)
 
 

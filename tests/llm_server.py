@@ -45,7 +45,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_MODEL = "scripted-llm"
-EMBEDDING_DIMENSIONS = 64
+EMBEDDING_DIMENSIONS = 1024
 WORDS_PER_CHUNK = 3
 ARGUMENT_PIECE_CHARS = 16
 
@@ -158,6 +158,7 @@ class ScriptedLLM:
         self._scripts: list[_Script] = []
         self._requests: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
+        self._embedding_failures: list[list[Any]] = []  # [match, times left, status]
 
     def script(self, match: str, responses: Iterable[ResponseLike]) -> None:
         """Answer the next requests whose last user message contains ``match``, in order.
@@ -177,6 +178,23 @@ class ScriptedLLM:
         with self._lock:
             self._scripts.clear()
             self._requests.clear()
+            self._embedding_failures.clear()
+
+    def fail_embeddings(self, match: str, times: int = 1, status: int = 500) -> None:
+        """Answer the next ``times`` embeddings requests with an input containing ``match``
+        with an HTTP ``status`` error."""
+        with self._lock:
+            self._embedding_failures.append([match, times, status])
+
+    def embedding_failure(self, texts: Sequence[str]) -> int | None:
+        """The status to fail this embeddings request with, if a failure is armed for it."""
+        with self._lock:
+            for failure in self._embedding_failures:
+                match, left, status = failure
+                if left > 0 and any(match in text for text in texts):
+                    failure[1] -= 1
+                    return int(status)
+        return None
 
     @property
     def requests(self) -> list[dict[str, Any]]:
@@ -308,13 +326,30 @@ def _split_fixed(text: str, size: int) -> list[str]:
 
 
 def embed_text(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
-    """Deterministic L2-normalised hashed bag-of-words vector (all zeros for no words)."""
+    """Deterministic L2-normalised hashed vector (all zeros for no words): each word but the
+    commonest counts once, and its character trigrams a little, so "retry" lands near
+    "retries" — lexical similarity, good enough to test ranking without a real model."""
     vector = [0.0] * dimensions
-    for word in re.findall(r"\w+", text.lower()):
-        digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
-        vector[int.from_bytes(digest, "little") % dimensions] += 1.0
+    for word in sorted(set(re.findall(r"\w+", text.lower())) - _STOPWORDS):
+        _bump(vector, word, 1.0)
+        padded = f"<{word}>"
+        for at in range(len(padded) - 2):
+            _bump(vector, "#" + padded[at : at + 3], 0.25)
     norm = math.sqrt(sum(value * value for value in vector))
     return [value / norm for value in vector] if norm else vector
+
+
+_STOPWORDS = frozenset({
+    "a", "an", "and", "are", "as", "at", "be", "by", "do", "does", "for", "from", "has", "have",
+    "how", "i", "in", "is", "it", "of", "on", "or", "that", "the", "this", "to", "was", "what",
+    "when", "where", "which", "who", "why", "with", "can", "could", "may", "must", "should",
+    "will", "would",
+})  # fmt: skip
+
+
+def _bump(vector: list[float], feature: str, weight: float) -> None:
+    digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
+    vector[int.from_bytes(digest, "little") % len(vector)] += weight
 
 
 # ---------------------------------------------------------------------------------------------
@@ -583,6 +618,8 @@ def create_app(*, api_key: str | None = None, model: str = DEFAULT_MODEL) -> Fas
     async def embeddings(request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
         authorize(request)
         texts = _embedding_inputs(body.get("input"))
+        if (failure := llm.embedding_failure(texts)) is not None:
+            raise OpenAIHTTPError(failure, "Scripted embeddings failure.")
         dimensions = body.get("dimensions") or EMBEDDING_DIMENSIONS
         if not isinstance(dimensions, int) or dimensions <= 0:
             raise OpenAIHTTPError(400, "'dimensions' must be a positive integer.")

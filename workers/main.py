@@ -12,22 +12,30 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from temporalio.api.workflowservice.v1 import SetWorkerDeploymentCurrentVersionRequest
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.common import VersioningBehavior
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.service import RPCError
+from temporalio.worker import Worker, WorkerDeploymentConfig, WorkerDeploymentVersion
 
 from activities.deps import Deps
 from activities.fanout import FanoutActivities
+from activities.ingest import IngestActivities
 from activities.llm import LLMActivities
 from activities.mcp import ToolActivities
 from activities.messages import MessageActivities
 from activities.rag import RagActivities
-from chatee import temporal
-from chatee.config import Settings
+from chatee import metrics, temporal
+from chatee.config import ConfigError, QueueConcurrency, Settings
 from chatee.logging import get_logger
 from chatee.nodes import NodeLease
+from chatee.tracing import setup_tracing, shutdown_tracing
+from workers.interceptors import ObserveActivities
 from workflows.agent_session import AgentSession
 from workflows.agent_task import AgentTask
 from workflows.fanout import AgentReplyRelay, MessageFanout
+from workflows.ingest import IngestDocument
 from workflows.types import AGENTS_QUEUE, LLM_QUEUE, MESSAGES_QUEUE, RAG_QUEUE, TOOLS_QUEUE
 
 log = get_logger(__name__)
@@ -49,6 +57,7 @@ def _registrations(deps: Deps) -> dict[str, dict[str, list[Any]]]:
     rag = RagActivities(deps)
     tools = ToolActivities(deps)
     fanout = FanoutActivities(deps)
+    ingest = IngestActivities(deps)
     return {
         "agents": {
             "workflows": [AgentSession, AgentTask],
@@ -57,8 +66,16 @@ def _registrations(deps: Deps) -> dict[str, dict[str, list[Any]]]:
         "llm": {"workflows": [], "activities": [llm.generate, llm.decide]},
         "tools": {"workflows": [], "activities": [tools.call_tool]},
         "rag": {
-            "workflows": [],
-            "activities": [rag.retrieve, rag.load_memory, rag.store_memory],
+            # document ingestion runs where its activities do
+            "workflows": [IngestDocument],
+            "activities": [
+                rag.retrieve,
+                rag.load_memory,
+                rag.store_memory,
+                ingest.prepare,
+                ingest.embed,
+                ingest.finish,
+            ],
         },
         "messages": {
             # fan-out and agent-relay workflows run where their activities do
@@ -80,33 +97,97 @@ def _registrations(deps: Deps) -> dict[str, dict[str, list[Any]]]:
     }
 
 
+def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
+    """Worker Deployment versioning when `workers.deployment_name` is set: this process is
+    version `build_id` of that deployment, and sessions follow the deployment's current
+    version on their next workflow task (AUTO_UPGRADE; changed workflow code stays replayable
+    behind `workflow.patched`)."""
+    knobs = settings.workers
+    if not knobs.deployment_name:
+        return None
+    if not knobs.build_id:
+        raise ConfigError(
+            "workers.build_id (CHATEE_WORKERS__BUILD_ID) must be set with workers.deployment_name"
+        )
+    return WorkerDeploymentConfig(
+        version=WorkerDeploymentVersion(knobs.deployment_name, knobs.build_id),
+        use_worker_versioning=True,
+        default_versioning_behavior=VersioningBehavior.AUTO_UPGRADE,
+    )
+
+
 def build_workers(client: Client, deps: Deps, queues: list[str]) -> list[Worker]:
+    settings = deps.settings
     registrations = _registrations(deps)
+    deployment = deployment_config(settings)
     workers = []
     for name in queues:
         reg = registrations[name]
         if not reg["workflows"] and not reg["activities"]:
             log.info("queue has nothing to run yet", queue=QUEUES[name])
             continue
+        limits: QueueConcurrency = getattr(settings.workers, name)
         workers.append(
             Worker(
                 client,
                 task_queue=QUEUES[name],
                 workflows=reg["workflows"],
                 activities=reg["activities"],
-                max_concurrent_activities=200,
-                max_concurrent_workflow_tasks=200,
-                graceful_shutdown_timeout=timedelta(seconds=10),
+                interceptors=[ObserveActivities()],  # tracing comes with the client
+                max_concurrent_activities=limits.max_concurrent_activities,
+                max_concurrent_workflow_tasks=limits.max_concurrent_workflow_tasks,
+                max_activities_per_second=limits.max_activities_per_second,
+                max_task_queue_activities_per_second=limits.max_task_queue_activities_per_second,
+                graceful_shutdown_timeout=timedelta(
+                    seconds=settings.workers.graceful_shutdown_seconds
+                ),
+                deployment_config=deployment,
             )
         )
     return workers
 
 
+async def promote(client: Client, settings: Settings, within_seconds: float = 60) -> None:
+    """Make this build the deployment's current version, once the server has seen its
+    pollers (retried until then)."""
+    knobs = settings.workers
+    request = SetWorkerDeploymentCurrentVersionRequest(
+        namespace=client.namespace,
+        deployment_name=knobs.deployment_name,
+        build_id=knobs.build_id,
+        identity=client.identity,
+    )
+    deadline = asyncio.get_running_loop().time() + within_seconds
+    while True:
+        try:
+            await client.workflow_service.set_worker_deployment_current_version(request)
+        except RPCError as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                log.error("could not make this build current", error=exc.message)
+                return
+            await asyncio.sleep(0.5)
+            continue
+        log.info("build is current", deployment=knobs.deployment_name, build_id=knobs.build_id)
+        return
+
+
+def _runtime(settings: Settings) -> Runtime | None:
+    """Temporal SDK metrics (poll latency, slots, schedule-to-start…) on their own port."""
+    port = settings.observability.temporal_metrics_port
+    if not port:
+        return None
+    address = f"{settings.observability.worker_metrics_host}:{port}"
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
+
+
 async def run_workers(
     settings: Settings, queues: list[str], ready: Callable[[], None] | None = None
 ) -> None:
-    client = await temporal.connect(settings)
+    setup_tracing(settings, "chatee-worker")
+    client = await temporal.connect(settings, runtime=_runtime(settings))
     await temporal.ensure_search_attributes(client)
+    if port := settings.observability.worker_metrics_port:
+        metrics.serve(port, settings.observability.worker_metrics_host)
     deps = Deps.create(settings)
     lease = None
     if "node_id" not in settings.model_fields_set:
@@ -117,10 +198,17 @@ async def run_workers(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("workers started", queues=[QUEUES[q] for q in queues])
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    if settings.workers.deployment_name and settings.workers.promote_on_start:
+        await promote(client, settings)
+    log.info(
+        "workers started",
+        queues=[QUEUES[q] for q in queues],
+        build_id=settings.workers.build_id,
+        metrics_port=settings.observability.worker_metrics_port or None,
+    )
     if ready:
         ready()
-    tasks = [asyncio.create_task(w.run()) for w in workers]
     await stop.wait()
     log.info("workers stopping")
     await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
@@ -128,3 +216,4 @@ async def run_workers(
     if lease:
         await lease.release()
     await deps.close()
+    shutdown_tracing()

@@ -111,6 +111,8 @@ class StepResult:
     tool_calls: list[ToolCallRef] = field(default_factory=list)
     choice: str | None = None
     turn_completed: bool = False  # the activity already emitted turn.completed
+    # AG_RAG: what the step found (document/chunk/offsets or message ids, with scores)
+    citations: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

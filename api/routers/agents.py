@@ -11,7 +11,7 @@ from api.schemas import AgentIn, AgentOut
 from chatee import store
 from chatee.ids import new_id
 from chatee.llm import provider_names
-from chatee.models import Agent
+from chatee.models import Agent, McpServer
 
 router = APIRouter(prefix="/agents", tags=["agents"])
 
@@ -35,13 +35,30 @@ def agent_out(agent: Agent) -> AgentOut:
     )
 
 
-def _apply(agent: Agent, body: AgentIn, res: Res) -> None:
+async def _own_servers(db: DB, owner_id: int, server_ids: list[str]) -> None:
+    """An agent may only name the caller's own MCP servers; another user's id is answered
+    exactly like an id that names nothing (no existence leak)."""
+    ids = {int(s) for s in server_ids if s.isdigit() and len(s) <= 19 and int(s) < 1 << 63}
+    found = set()
+    if ids:
+        rows = await db.execute(
+            select(McpServer.id).where(McpServer.id.in_(ids), McpServer.owner_id == owner_id)
+        )
+        found = set(rows.scalars())
+    for raw in server_ids:
+        if not (raw.isdigit() and len(raw) <= 19 and int(raw) in found):
+            detail = f"mcp_servers: no MCP server of yours with id {raw!r}"
+            raise Problem(422, detail, "/problems/validation")
+
+
+async def _apply(agent: Agent, body: AgentIn, res: Res, db: DB) -> None:
     provider = body.provider or res.settings.llm_default_provider
     if provider not in provider_names(res.settings):
         known = ", ".join(provider_names(res.settings))
         raise Problem(
             422, f"provider: unknown provider {provider!r}; known: {known}", "/problems/validation"
         )
+    await _own_servers(db, agent.owner_id, body.mcp_servers)
     agent.name = body.name
     agent.system_prompt = body.system_prompt
     agent.provider = provider
@@ -58,7 +75,7 @@ def _apply(agent: Agent, body: AgentIn, res: Res) -> None:
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def create_agent(body: AgentIn, user_id: UserId, db: DB, res: Res) -> AgentOut:
     agent = Agent(id=new_id(), owner_id=user_id)
-    _apply(agent, body, res)
+    await _apply(agent, body, res, db)
     db.add(agent)
     await db.commit()
     return agent_out(agent)
@@ -85,7 +102,7 @@ async def replace_agent(
     agent = await store.owned_agent(db, user_id, parse_id(agent_id, "agent"))
     if agent is None:
         raise not_found("agent")
-    _apply(agent, body, res)
+    await _apply(agent, body, res, db)
     await db.commit()
     await db.refresh(agent)
     return agent_out(agent)

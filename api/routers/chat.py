@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 from sqlalchemy.exc import IntegrityError
 from sse_starlette import EventSourceResponse
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -90,7 +90,10 @@ async def submit_turn(body: ChatIn, user_id: int, db: DB, res: Res) -> tuple[Cha
     try:
         await deliver(res, session, agent, message)
     except Problem as problem:
-        if problem.status == 409:  # definitely refused: the turn will never run
+        # 409: definitely refused, the turn will never run. Anything else (503: Temporal away)
+        # without a client_msg_id cannot be healed by a resend: leave nothing half-written —
+        # except an unconfirmed turn, which may still run and needs its message.
+        if problem.status == 409 or (body.client_msg_id is None and problem.type != UNCONFIRMED):
             await _forget(db, message)
         raise
     except Exception:
@@ -98,6 +101,9 @@ async def submit_turn(body: ChatIn, user_id: int, db: DB, res: Res) -> tuple[Cha
             await _forget(db, message)
         raise
     return ChatAccepted(turn_id=str(message.turn_id), message_id=str(message.id)), after
+
+
+UNCONFIRMED = "/problems/turn-unconfirmed"
 
 
 async def deliver(res: Res, session: Session, agent: Agent, message: Message) -> None:
@@ -116,6 +122,14 @@ async def deliver(res: Res, session: Session, agent: Agent, message: Message) ->
             id=f"turn-{turn_id}",
             result_type=str,
         )
+    except WorkflowUpdateRPCTimeoutOrCancelledError:
+        # the worker is too busy to confirm in time; the update may still be accepted later
+        raise Problem(
+            503,
+            "the session did not confirm the turn in time; it may still run — resend with the "
+            "same client_msg_id to find out (a resend never starts a second turn)",
+            UNCONFIRMED,
+        ) from None
     except WorkflowUpdateFailedError as exc:
         cause = exc.cause
         if isinstance(cause, ApplicationError) and cause.type == "SessionBusy":

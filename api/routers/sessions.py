@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, status
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import EventSourceResponse
 from temporalio.client import WorkflowQueryFailedError
@@ -18,12 +18,11 @@ from api.errors import Problem, not_found, unavailable
 from api.schemas import (
     CancelIn,
     HumanReplyIn,
-    MessageOut,
-    MessagePage,
     SessionIn,
     SessionOut,
     SessionStateOut,
 )
+from api.schemas_rag import CitedMessageOut, CitedMessagePage
 from api.sse import event_source
 from chatee import store, temporal
 from chatee.bus import is_stream_id
@@ -80,6 +79,11 @@ async def create_session(body: SessionIn, user_id: UserId, db: DB, res: Res) -> 
     agent = await store.owned_agent(db, user_id, parse_id(body.agent_id, "agent"))
     if agent is None:
         raise not_found("agent")
+    most = res.settings.security.max_sessions_per_user
+    if most and await _open_sessions(db, user_id) >= most:
+        raise Problem(
+            409, f"at most {most} open sessions per user; close one", "/problems/too-many-sessions"
+        )
     session_id = new_id()
     session = Session(
         id=session_id,
@@ -109,6 +113,11 @@ async def create_session(body: SessionIn, user_id: UserId, db: DB, res: Res) -> 
         raise unavailable("Temporal") from None
     await db.commit()
     return session_out(session)
+
+
+async def _open_sessions(db: AsyncSession, user_id: int) -> int:
+    stmt = select(func.count()).where(Session.user_id == user_id, Session.status != "closed")
+    return await db.scalar(stmt) or 0
 
 
 @router.get("")
@@ -206,23 +215,24 @@ async def list_messages(
     db: DB,
     before: Annotated[str | None, Query(description="message id; returns older ones")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> MessagePage:
+) -> CitedMessagePage:
     """Newest first; pass `next_before` back as `before` for the previous page."""
     session = await owned_session_or_404(db, user_id, session_id)
     cursor = parse_before(before)
     rows = await store.message_page(db, session.id, cursor, limit)
     items = [
-        MessageOut(
+        CitedMessageOut(
             id=str(m.id),
             role=m.role,
             content=m.content,
             turn_id=str(m.turn_id),
             created_at=m.created_at,
             usage=m.usage,
+            citations=m.citations,
         )
         for m in rows
     ]
-    return MessagePage(items=items, next_before=items[-1].id if len(items) == limit else None)
+    return CitedMessagePage(items=items, next_before=items[-1].id if len(items) == limit else None)
 
 
 def parse_before(before: str | None) -> int | None:

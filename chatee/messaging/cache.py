@@ -51,6 +51,14 @@ class Cache:
             return None
         return json.loads(raw) if raw else None
 
+    async def get_many(self, *keys: str) -> list[Any | None]:
+        """Several keys in one round trip (MGET); None for each miss."""
+        try:
+            raws = await self.redis.mget(keys)
+        except RedisError:
+            return [None] * len(keys)
+        return [json.loads(raw) if raw else None for raw in raws]
+
     async def set(self, key: str, value: Any) -> None:
         with contextlib.suppress(RedisError):
             await self.redis.set(key, json.dumps(value, separators=(",", ":")), ex=self.ttl)

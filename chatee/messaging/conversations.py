@@ -82,7 +82,10 @@ class View:
 
 
 async def load_view(db: Factory, cache: Cache, conversation_id: int) -> View | None:
-    meta = await cache.get(conversation_key(conversation_id))
+    # one round trip for the common case: the conversation and its own member list
+    meta, members = await cache.get_many(
+        conversation_key(conversation_id), members_key(conversation_id)
+    )
     if meta is None:
         async with db() as session:
             row = await session.get(Conversation, conversation_id)
@@ -102,7 +105,10 @@ async def load_view(db: Factory, cache: Cache, conversation_id: int) -> View | N
         parent_id=meta["parent_id"],
         created_by=meta["created_by"],
     )
-    view.members = await load_members(db, cache, view.audience_id)
+    if members is not None and view.audience_id == conversation_id:
+        view.members = _members(members)
+    else:  # a thread (its parent's members), or not cached
+        view.members = await load_members(db, cache, view.audience_id)
     return view
 
 
@@ -119,6 +125,10 @@ async def load_members(db: Factory, cache: Cache, audience_id: int) -> dict[int,
             ).scalars()
             cached = [[m.member_id, m.kind, m.role] for m in rows]
         await cache.set(members_key(audience_id), cached)
+    return _members(cached)
+
+
+def _members(cached: list[list[Any]]) -> dict[int, Member]:
     return {int(i): Member(int(i), kind, role) for i, kind, role in cached}
 
 

@@ -20,6 +20,7 @@ from chatee.logging import get_logger
 from chatee.messaging.ledger import Factory
 from chatee.messaging.store import MessageStore
 from chatee.messaging.types import ChatMessage, InboxItem
+from chatee.metrics import record_fanout
 from chatee.models import ConversationMember
 
 log = get_logger(__name__)
@@ -54,8 +55,13 @@ async def deliver_and_push(
     message: ChatMessage,
     user_ids: Sequence[int],
     finish: bool = False,
+    path: str = "inline",
 ) -> list[InboxItem]:
+    """Write the inbox entries, then push them. `path` labels the fan-out lag metric:
+    `inline` (the API, small audiences) or `workflow` (MessageFanout batches)."""
     items = await store.deliver(message, user_ids, finish)
+    if items:
+        record_fanout(message.id, path)
     await publish(redis, ((i.user_id, new_message_frame(i)) for i in items))
     return items
 

@@ -21,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
+from typing import TypeVar
 
-from sqlalchemy import Insert, insert, select, update
+from sqlalchemy import Insert, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -41,6 +43,7 @@ from chatee.models import (
 )
 
 ATTEMPTS = 8
+T = TypeVar("T")
 Factory = async_sessionmaker[AsyncSession]
 _sqlite_writers: dict[int, asyncio.Lock] = {}
 
@@ -57,6 +60,70 @@ async def _writing(factory: Factory) -> AsyncIterator[None]:
     lock = _sqlite_writers.setdefault(id(bind), asyncio.Lock())
     async with lock:
         yield
+
+
+def _is_sqlite(factory: Factory) -> bool:
+    bind = factory.kw.get("bind")
+    return bind is not None and bind.dialect.name == "sqlite"
+
+
+async def _in_driver_thread(factory: Factory, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """SQLite: run `fn` as ONE transaction on aiosqlite's own thread and connection.
+
+    Through SQLAlchemy every statement is three or four hops between the event loop and
+    aiosqlite's thread (cursor, execute, fetch, close), each waiting for a busy loop to come
+    round; a send is a dozen statements. Here the whole transaction is one hop. Same SQL, same
+    locks, same commit; only the callers below that hold `_writing` use it. It relies on
+    aiosqlite's `_execute` and `_conn` (private; aiosqlite is pinned in requirements.lock, and
+    the message-store contract tests run this path)."""
+    async with factory() as db:
+        conn = await db.connection()
+        driver = (await conn.get_raw_connection()).driver_connection  # aiosqlite.Connection
+
+        def run() -> T:
+            sq: sqlite3.Connection = driver._conn
+            try:
+                result = fn(sq)
+                sq.commit()
+                return result
+            except BaseException:
+                sq.rollback()
+                raise
+
+        return await driver._execute(run)
+
+
+def _sqlite_transient(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+class _Binds:
+    """Bind processors of the columns written raw on SQLite (datetimes, JSON), taken from the
+    models so values are stored exactly as SQLAlchemy stores them."""
+
+    def __init__(self, factory: Factory) -> None:
+        dialect = factory.kw["bind"].dialect
+        messages, conversations = ConversationMessage.__table__.c, Conversation.__table__.c
+        self.created_at = messages.created_at.type.bind_processor(dialect) or (lambda v: v)
+        self.meta = messages.meta.type.bind_processor(dialect) or (lambda v: v)
+        self.last_message_at = conversations.last_message_at.type.bind_processor(dialect) or (
+            lambda v: v
+        )
+        self.inbox_created_at = InboxEntry.__table__.c.created_at.type.bind_processor(dialect) or (
+            lambda v: v
+        )
+
+
+_binds: dict[int, _Binds] = {}
+
+
+def _binds_for(factory: Factory) -> _Binds:
+    bind = factory.kw["bind"]
+    found = _binds.get(id(bind))
+    if found is None:
+        found = _binds[id(bind)] = _Binds(factory)
+    return found
 
 
 class ConversationGone(Exception):
@@ -98,69 +165,169 @@ async def append(
     Returns the message and whether this call created it. `before_commit` runs while the
     row lock is held (the HBase store writes the body there, so a committed ledger row always
     has its body)."""
+    if before_commit is None and _is_sqlite(factory):
+        return await _append_sqlite(factory, draft, keep_content)
     for attempt in range(ATTEMPTS):
         async with _writing(factory), factory() as db:
             try:
-                bumped = await db.execute(
+                bump = (
                     update(Conversation)
                     .where(Conversation.id == draft.conversation_id)
                     .values(last_seq=Conversation.last_seq + 1, last_message_at=utcnow())
                 )
-                if bumped.rowcount == 0:
-                    raise ConversationGone(draft.conversation_id)
-                existing = await _by_client_id(db, draft)
-                if existing is not None:
-                    found = row_message(existing)
-                    await db.rollback()  # gives the seq back
-                    return found, False
-                seq = await db.scalar(
-                    select(Conversation.last_seq).where(Conversation.id == draft.conversation_id)
-                )
-                row = ConversationMessage(
+                if db.bind.dialect.update_returning:  # SQLite: the new seq in the same trip
+                    seq = (await db.execute(bump.returning(Conversation.last_seq))).scalar()
+                    if seq is None:
+                        raise ConversationGone(draft.conversation_id)
+                else:
+                    if (await db.execute(bump)).rowcount == 0:
+                        raise ConversationGone(draft.conversation_id)
+                    seq = await db.scalar(
+                        select(Conversation.last_seq).where(
+                            Conversation.id == draft.conversation_id
+                        )
+                    )
+                message = ChatMessage(
                     id=new_id(),
                     conversation_id=draft.conversation_id,
                     seq=seq,
                     sender_id=draft.sender_id,
                     sender_type=draft.sender_type,
+                    content=draft.content,
                     client_msg_id=draft.client_msg_id,
-                    content=draft.content if keep_content else None,
-                    meta=draft.meta,
-                    fanout_status="pending",
                     # whole seconds: what a MySQL DATETIME keeps, so a resend reads the same
                     created_at=utcnow().replace(microsecond=0),
+                    meta=draft.meta,
                 )
-                db.add(row)
-                await db.flush()
+                # a resend hits the unique (conversation, sender, client_msg_id) key: the
+                # IntegrityError path below finds the first send (no lookup on every send)
+                await db.execute(
+                    insert(ConversationMessage).values(
+                        id=message.id,
+                        conversation_id=message.conversation_id,
+                        seq=seq,
+                        sender_id=message.sender_id,
+                        sender_type=message.sender_type,
+                        client_msg_id=message.client_msg_id,
+                        content=draft.content if keep_content else None,
+                        meta=draft.meta,
+                        fanout_status="pending",
+                        created_at=message.created_at,
+                    )
+                )
                 if draft.sender_type == "user":  # you have read what you wrote
                     await _read_up_to(db, draft.conversation_id, draft.sender_id, seq)
-                message = row_message(row, draft.content)
                 if before_commit is not None:
                     await before_commit(message)
                 await db.commit()
                 return message, True
-            except IntegrityError:  # the same client_msg_id raced in: the loop finds it
-                await db.rollback()
+            except IntegrityError:  # a resend, or the same client_msg_id raced in
+                await db.rollback()  # gives the seq back
             except OperationalError as exc:
                 await db.rollback()
                 if not _transient(exc):
                     raise
+        async with factory() as db:
+            existing = await _by_client_id(db, draft)
+        if existing is not None:
+            return row_message(existing), False
+        await _backoff(attempt)
+    raise RuntimeError(f"could not append to conversation {draft.conversation_id}")
+
+
+async def _append_sqlite(
+    factory: Factory, draft: Draft, keep_content: bool
+) -> tuple[ChatMessage, bool]:
+    """`append` on SQLite in one hop (see `_in_driver_thread`): the same three statements."""
+    binds = _binds_for(factory)
+    for attempt in range(ATTEMPTS):
+        now = utcnow()
+        created = now.replace(microsecond=0)  # whole seconds, as on the generic path
+        message_id = new_id()
+
+        def work(sq: sqlite3.Connection, now: datetime = now, created: datetime = created,
+                 message_id: int = message_id) -> int | None:  # fmt: skip
+            row = sq.execute(
+                "UPDATE conversations SET last_seq = last_seq + 1, last_message_at = ? "
+                "WHERE id = ? RETURNING last_seq",
+                (binds.last_message_at(now), draft.conversation_id),
+            ).fetchall()  # drained: no statement left running at commit
+            if not row:
+                return None
+            seq = row[0][0]
+            sq.execute(
+                "INSERT INTO conversation_messages (id, conversation_id, seq, sender_id, "
+                "sender_type, client_msg_id, content, meta, fanout_status, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+                (
+                    message_id,
+                    draft.conversation_id,
+                    seq,
+                    draft.sender_id,
+                    draft.sender_type,
+                    draft.client_msg_id,
+                    draft.content if keep_content else None,
+                    binds.meta(draft.meta),
+                    binds.created_at(created),
+                ),
+            )
+            if draft.sender_type == "user":  # you have read what you wrote
+                sq.execute(
+                    "INSERT INTO conversation_reads (conversation_id, user_id, last_read_seq) "
+                    "VALUES (?, ?, ?) ON CONFLICT (conversation_id, user_id) DO UPDATE SET "
+                    "last_read_seq = max(last_read_seq, excluded.last_read_seq)",
+                    (draft.conversation_id, draft.sender_id, seq),
+                )
+            return seq
+
+        async with _writing(factory):
+            try:
+                seq = await _in_driver_thread(factory, work)
+                if seq is None:
+                    raise ConversationGone(draft.conversation_id)
+                return ChatMessage(
+                    id=message_id,
+                    conversation_id=draft.conversation_id,
+                    seq=seq,
+                    sender_id=draft.sender_id,
+                    sender_type=draft.sender_type,
+                    content=draft.content,
+                    client_msg_id=draft.client_msg_id,
+                    created_at=created,
+                    meta=draft.meta,
+                ), True
+            except sqlite3.IntegrityError:  # a resend, or the same client_msg_id raced in
+                pass
+            except sqlite3.OperationalError as exc:
+                if not _sqlite_transient(exc):
+                    raise
+        async with factory() as db:
+            existing = await _by_client_id(db, draft)
+        if existing is not None:
+            return row_message(existing), False
         await _backoff(attempt)
     raise RuntimeError(f"could not append to conversation {draft.conversation_id}")
 
 
 async def _read_up_to(db: AsyncSession, conversation_id: int, user_id: int, seq: int) -> None:
-    """Move a read marker forward inside the caller's transaction."""
-    marker = {"conversation_id": conversation_id, "user_id": user_id, "last_read_seq": 0}
-    await db.execute(_insert_ignore(db, ConversationRead), [marker])
-    await db.execute(
-        update(ConversationRead)
-        .where(
-            ConversationRead.conversation_id == conversation_id,
-            ConversationRead.user_id == user_id,
-            ConversationRead.last_read_seq < seq,
+    """Move a read marker forward inside the caller's transaction (one upsert)."""
+    marker = {"conversation_id": conversation_id, "user_id": user_id, "last_read_seq": seq}
+    if db.bind.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(ConversationRead).values(marker)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["conversation_id", "user_id"],
+            set_={"last_read_seq": func.max(ConversationRead.last_read_seq, seq)},
         )
-        .values(last_read_seq=seq)
-    )
+    else:
+        from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+        stmt = mysql_insert(ConversationRead).values(marker)
+        stmt = stmt.on_duplicate_key_update(
+            last_read_seq=func.greatest(ConversationRead.last_read_seq, seq)
+        )
+    await db.execute(stmt)
 
 
 async def _by_client_id(db: AsyncSession, draft: Draft) -> ConversationMessage | None:
@@ -186,9 +353,35 @@ def _insert_ignore(db: AsyncSession, table: type[Base]) -> Insert:
     return insert(table).prefix_with("IGNORE")
 
 
+class _MissingCounters(Exception):
+    """A delivery found users without a counter row (the process's memory of them was stale)."""
+
+    def __init__(self, users: set[int]) -> None:
+        self.users = users
+
+
+_counted: dict[str, set[int]] = {}  # per database: users known to have a counter row
+COUNTED_MAX = 200_000  # forget them all past this many (they are only a shortcut)
+
+
+def _known_counters(factory: Factory) -> set[int]:
+    bind = factory.kw.get("bind")
+    key = str(bind.url) if bind is not None else ""
+    known = _counted.setdefault(key, set())
+    if len(known) > COUNTED_MAX:
+        known.clear()
+    return known
+
+
 async def _ensure_counters(factory: Factory, users: Sequence[int]) -> None:
     """Create missing counter rows in a short transaction of their own, so the delivery
-    transaction only ever takes exclusive locks (no shared-then-exclusive upgrade)."""
+    transaction only ever takes exclusive locks (no shared-then-exclusive upgrade). Rows are
+    never deleted, so users seen with one are remembered and skipped next time: a steady
+    conversation costs no extra session per send."""
+    known = _known_counters(factory)
+    users = [u for u in users if u not in known]
+    if not users:
+        return
     async with factory() as db:
         have = set(
             (
@@ -201,6 +394,7 @@ async def _ensure_counters(factory: Factory, users: Sequence[int]) -> None:
         if missing:
             await db.execute(_insert_ignore(db, UserInboxCounter), missing)
             await db.commit()
+    known.update(users)
 
 
 async def deliver(
@@ -214,48 +408,152 @@ async def deliver(
             await mark_fanned_out(factory, message.id)
         return [], []
     await _ensure_counters(factory, users)
+    check = False  # optimistic: a first delivery finds nothing delivered before it
+    if _is_sqlite(factory):
+        return await _deliver_sqlite(factory, message, users, finish)
     for attempt in range(ATTEMPTS):
         async with _writing(factory), factory() as db:
             try:
-                return await _deliver_once(db, message, users, finish)
-            except IntegrityError:  # a concurrent attempt delivered some of them: look again
+                return await _deliver_once(db, message, users, finish, check)
+            except _MissingCounters as exc:
                 await db.rollback()
+                _known_counters(factory).difference_update(exc.users)
+                missing = exc.users
+            except IntegrityError:  # delivered before (a retry, a resume): look, then skip them
+                await db.rollback()
+                missing = set()
+                if not check:
+                    check = True
+                    continue
             except OperationalError as exc:
                 await db.rollback()
                 if not _transient(exc):
                     raise
+                missing = set()
+        if missing:
+            await _ensure_counters(factory, sorted(missing))
+            continue
+        await _backoff(attempt)
+    raise RuntimeError(f"could not deliver message {message.id}")
+
+
+async def _deliver_sqlite(
+    factory: Factory, message: ChatMessage, users: list[int], finish: bool
+) -> tuple[list[InboxRef], list[InboxRef]]:
+    """`deliver` on SQLite in one hop (see `_in_driver_thread`), with the statements of
+    `_deliver_once`: bump-and-read the counters, skip users delivered before, insert."""
+    binds = _binds_for(factory)
+    marks = ", ".join("?" * len(users))
+
+    def work(sq: sqlite3.Connection) -> tuple[list[InboxRef], list[InboxRef]] | set[int]:
+        counters = dict(
+            sq.execute(
+                "UPDATE user_inbox_counters SET last_seq = last_seq "
+                f"WHERE user_id IN ({marks}) RETURNING user_id, last_seq",
+                users,
+            ).fetchall()
+        )
+        if len(counters) < len(users):
+            sq.rollback()
+            return set(users) - set(counters)
+        existing = [
+            InboxRef(*row)
+            for row in sq.execute(
+                "SELECT user_id, inbox_seq, message_id, conversation_id, seq FROM inbox_entries "
+                f"WHERE message_id = ? AND user_id IN ({marks})",
+                [message.id, *users],
+            ).fetchall()
+        ]
+        done = {r.user_id for r in existing}
+        refs = [
+            InboxRef(u, counters[u] + 1, message.id, message.conversation_id, message.seq)
+            for u in users
+            if u not in done
+        ]
+        if refs:
+            sq.executemany(
+                "UPDATE user_inbox_counters SET last_seq = ? WHERE user_id = ?",
+                [(r.inbox_seq, r.user_id) for r in refs],
+            )
+            created = binds.inbox_created_at(utcnow())
+            sq.executemany(
+                "INSERT INTO inbox_entries (user_id, inbox_seq, message_id, conversation_id, "
+                "seq, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (r.user_id, r.inbox_seq, r.message_id, r.conversation_id, r.seq, created)
+                    for r in refs
+                ],
+            )
+        if finish:
+            sq.execute(
+                "UPDATE conversation_messages SET fanout_status = 'done' WHERE id = ?",
+                (message.id,),
+            )
+        return refs, existing
+
+    for attempt in range(ATTEMPTS):
+        async with _writing(factory):
+            try:
+                result = await _in_driver_thread(factory, work)
+            except sqlite3.IntegrityError:
+                result = None
+            except sqlite3.OperationalError as exc:
+                if not _sqlite_transient(exc):
+                    raise
+                result = None
+        if isinstance(result, tuple):
+            return result
+        if result:  # users without a counter row (the process's memory of them was stale)
+            _known_counters(factory).difference_update(result)
+            await _ensure_counters(factory, sorted(result))
+            continue
         await _backoff(attempt)
     raise RuntimeError(f"could not deliver message {message.id}")
 
 
 async def _deliver_once(
-    db: AsyncSession, message: ChatMessage, users: list[int], finish: bool
+    db: AsyncSession, message: ChatMessage, users: list[int], finish: bool, check: bool
 ) -> tuple[list[InboxRef], list[InboxRef]]:
-    # lock the counters first (a no-op write: row locks on MySQL, the write lock on SQLite)
-    await db.execute(
-        update(UserInboxCounter)
+    """One delivery transaction. Without `check` it does not look for entries delivered
+    before: if there are any, the unique (user, message) key refuses the insert and the
+    caller retries with `check`."""
+    # lock the counters first (a no-op write: row locks on MySQL, the write lock on SQLite);
+    # Core statements throughout: the ORM's unit of work costs CPU on every send
+    lock = (
+        update(UserInboxCounter.__table__)
         .where(UserInboxCounter.user_id.in_(users))
         .values(last_seq=UserInboxCounter.last_seq)
     )
-    counters = dict(
-        (
-            await db.execute(
-                select(UserInboxCounter.user_id, UserInboxCounter.last_seq).where(
-                    UserInboxCounter.user_id.in_(users)
-                )
+    if db.bind.dialect.update_returning:  # SQLite: lock and read in one trip
+        rows = await db.execute(lock.returning(UserInboxCounter.user_id, UserInboxCounter.last_seq))
+    else:
+        await db.execute(lock)
+        rows = await db.execute(
+            select(UserInboxCounter.user_id, UserInboxCounter.last_seq).where(
+                UserInboxCounter.user_id.in_(users)
             )
-        ).all()
+        )
+    counters = dict(rows.tuples().all())
+    if len(counters) < len(users):
+        raise _MissingCounters(set(users) - set(counters))
+    existing = (
+        []
+        if not check
+        else [
+            InboxRef(*row)
+            for row in (
+                await db.execute(
+                    select(
+                        InboxEntry.user_id,
+                        InboxEntry.inbox_seq,
+                        InboxEntry.message_id,
+                        InboxEntry.conversation_id,
+                        InboxEntry.seq,
+                    ).where(InboxEntry.message_id == message.id, InboxEntry.user_id.in_(users))
+                )
+            ).tuples()
+        ]
     )
-    existing = [
-        _ref(e)
-        for e in (
-            await db.execute(
-                select(InboxEntry).where(
-                    InboxEntry.message_id == message.id, InboxEntry.user_id.in_(users)
-                )
-            )
-        ).scalars()
-    ]
     done = {r.user_id for r in existing}
     fresh = [u for u in users if u not in done]
     now = utcnow()
@@ -264,12 +562,15 @@ async def _deliver_once(
         for u in fresh
     ]
     if refs:
+        counters_table = UserInboxCounter.__table__
         await db.execute(
-            update(UserInboxCounter),
-            [{"user_id": r.user_id, "last_seq": r.inbox_seq} for r in refs],
+            update(counters_table)
+            .where(counters_table.c.user_id == bindparam("uid"))
+            .values(last_seq=bindparam("seq")),
+            [{"uid": r.user_id, "seq": r.inbox_seq} for r in refs],
         )
         await db.execute(
-            insert(InboxEntry),
+            insert(InboxEntry.__table__),
             [
                 {
                     "user_id": r.user_id,
@@ -284,7 +585,7 @@ async def _deliver_once(
         )
     if finish:
         await db.execute(
-            update(ConversationMessage)
+            update(ConversationMessage.__table__)
             .where(ConversationMessage.id == message.id)
             .values(fanout_status="done")
         )

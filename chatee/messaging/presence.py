@@ -62,14 +62,30 @@ async def connect(redis: Redis, user_id: int, conn_id: str, ttl: int) -> bool:
     return before == 0
 
 
+# KEYS: presence key, last-seen key per lease; ARGV: lease end (ms), key TTL (ms), now (ms),
+# then one connection id per lease. One command for a whole chunk of leases: a process holding
+# thousands of sockets renews them without parsing thousands of replies.
+_RENEW = """
+local lease_end, ttl, now = ARGV[1], ARGV[2], ARGV[3]
+for i = 1, #KEYS / 2 do
+  redis.call('ZADD', KEYS[2 * i - 1], lease_end, ARGV[3 + i])
+  redis.call('PEXPIRE', KEYS[2 * i - 1], ttl)
+  redis.call('SET', KEYS[2 * i], now)
+end
+return #KEYS / 2
+"""
+RENEW_CHUNK = 1000
+
+
 async def renew(redis: Redis, leases: Iterable[tuple[int, str]], ttl: int) -> None:
     now = _now_ms()
-    async with redis.pipeline(transaction=False) as pipe:
-        for user_id, conn_id in leases:
-            pipe.zadd(presence_key(user_id), {conn_id: now + ttl * 1000})
-            pipe.pexpire(presence_key(user_id), ttl * 2000)
-            pipe.set(last_seen_key(user_id), now)
-        await pipe.execute()
+    script = redis.register_script(_RENEW)
+    batch = list(leases)
+    for i in range(0, len(batch), RENEW_CHUNK):
+        chunk = batch[i : i + RENEW_CHUNK]
+        keys = [k for user_id, _ in chunk for k in (presence_key(user_id), last_seen_key(user_id))]
+        ids = [conn_id for _, conn_id in chunk]
+        await script(keys=keys, args=[now + ttl * 1000, ttl * 2000, now, *ids])
 
 
 async def disconnect(redis: Redis, user_id: int, conn_id: str) -> bool:
