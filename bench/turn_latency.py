@@ -167,6 +167,7 @@ class Turn:
     events: dict[str, int] = field(default_factory=dict)  # first XADD ms per event name
     retried: bool = False
     reconnects: int = 0
+    resends: int = 0  # 503 answers (e.g. turn-unconfirmed) resent with the same client_msg_id
 
     def see(self, event: str, event_id: str, data: str) -> bool:
         """Take one SSE event of this turn; True once the turn is complete."""
@@ -435,23 +436,32 @@ class Chat:
     """
 
     MAX_RECONNECTS = 20
+    MAX_RESENDS = 20
 
     def __init__(self, user: Api) -> None:
         self.user = user
         self.cursors: dict[str, str] = {}  # session -> id of its last turn's last event
 
     async def turn(self, session_id: str, content: str) -> Turn:
+        """A 503 (busy or away) is resent after its Retry-After with the same `client_msg_id`,
+        as a real client would: the API never turns a resend into a second turn."""
         turn = Turn(session_id)
-        body = {"session_id": session_id, "content": content}
-        with contextlib.suppress(httpx.TransportError):
-            async with aconnect_sse(
-                self.user.client, "POST", "/api/v1/chat/stream", json=body,
-                headers=self.user.headers,
-            ) as source:  # fmt: skip
-                source.response.raise_for_status()
-                async for sse in source.aiter_sse():
-                    if turn.see(sse.event, sse.id, sse.data):
-                        break
+        body = {"session_id": session_id, "content": content, "client_msg_id": uuid.uuid4().hex}
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                async with aconnect_sse(
+                    self.user.client, "POST", "/api/v1/chat/stream", json=body,
+                    headers=self.user.headers,
+                ) as source:  # fmt: skip
+                    if source.response.status_code == 503 and turn.resends < self.MAX_RESENDS:
+                        turn.resends += 1
+                        await asyncio.sleep(float(source.response.headers.get("Retry-After", 1)))
+                        continue
+                    source.response.raise_for_status()
+                    async for sse in source.aiter_sse():
+                        if turn.see(sse.event, sse.id, sse.data):
+                            break
+            break
         while not turn.completed_s:
             turn.reconnects += 1
             if turn.reconnects > self.MAX_RECONNECTS:

@@ -56,11 +56,15 @@ async def test_every_line_is_json_and_carries_request_and_turn_ids(
         if {"GenerateReply", "FinishTurn"} & {r["activity"] for r in finish}:
             break
         await asyncio.sleep(0.1)
-    api = json_lines(api_proc.log())
+    for _ in range(50):  # the API logs a request once its response has ended
+        api = json_lines(api_proc.log())
+        request_lines = [r for r in api if r.get("request_id") == request_id]
+        if any(r["event"] == "http request" for r in request_lines):
+            break
+        await asyncio.sleep(0.1)
 
     # the API: uvicorn's own start-up lines went through the same formatter
     assert any(r.get("logger", "").startswith("uvicorn") for r in api), api[:5]
-    request_lines = [r for r in api if r.get("request_id") == request_id]
     assert any(r["event"] == "http request" and r["path"] == "/api/v1/chat/stream"
                for r in request_lines), request_lines  # fmt: skip
     assert all({"event", "level", "timestamp"} <= r.keys() for r in api)
