@@ -40,9 +40,6 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     import httpx
     from sqlalchemy import func, select
-    from temporalio.api.enums.v1 import TaskQueueType
-    from temporalio.api.taskqueue.v1 import TaskQueue
-    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
     from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
     from temporalio.common import SearchAttributeKey
     from temporalio.service import RPCError
@@ -65,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
         machine,
         noop,
         summary,
+        wait_for_pollers,
     )
     from chatee.db import create_engine, session_factory
     from chatee.devstack import free_port, stop_process, temporal_binary
@@ -72,7 +70,7 @@ with workflow.unsafe.imports_passed_through():
     from chatee.models import Message
     from chatee.models import Turn as TurnRow
     from tests.support import Api, ChateeProcess, Stack, wait_http
-    from workflows.types import AGENTS_QUEUE, LLM_QUEUE, MESSAGES_QUEUE, SEARCH_ATTRIBUTES
+    from workflows.types import LLM_QUEUE, MESSAGES_QUEUE, SEARCH_ATTRIBUTES
 
 MARIADB = ("127.0.0.1", 3306)
 READY_TIMEOUT_S = 300  # several processes importing at once on a small, shared machine
@@ -112,36 +110,6 @@ async def mariadb_database() -> AsyncIterator[str]:
         async with conn.cursor() as cur:
             await cur.execute(f"DROP DATABASE IF EXISTS {name}")
         conn.close()
-
-
-async def wait_for_pollers(client: Client, workers: list[ChateeProcess]) -> None:
-    """Ready once every worker process polls the queues a turn uses (at log level warning
-    they do not log "workers started")."""
-    queues = [
-        (AGENTS_QUEUE, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
-        (LLM_QUEUE, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
-        (MESSAGES_QUEUE, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
-    ]
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        counts = []
-        for name, kind in queues:
-            reply = await client.workflow_service.describe_task_queue(
-                DescribeTaskQueueRequest(
-                    namespace=client.namespace,
-                    task_queue=TaskQueue(name=name),
-                    task_queue_type=kind,
-                )
-            )
-            counts.append(len({p.identity for p in reply.pollers}))
-        if min(counts) >= len(workers):
-            return
-        for proc in workers:
-            if proc.proc and proc.proc.poll() is not None:
-                raise RuntimeError(f"chatee worker exited:\n{proc.log()[-3000:]}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"workers never all polled ({counts} of {len(workers)})")
-        await asyncio.sleep(0.5)
 
 
 @contextlib.asynccontextmanager
@@ -227,7 +195,7 @@ async def world(args: argparse.Namespace) -> AsyncIterator[World]:
                 await asyncio.to_thread(
                     wait_http, f"{api.base}/readyz", api.processes[0], READY_TIMEOUT_S
                 )
-            await wait_for_pollers(env.client, workers)
+            await wait_for_pollers(env.client, workers, [LLM_QUEUE, MESSAGES_QUEUE])
             try:
                 yield World(env, redis_url, database_url, apis, notes)
             except Exception:

@@ -328,17 +328,23 @@ def _stdout_to_stderr() -> Iterator[None]:
 
 
 async def start_worker(stack: Stack, client: Client) -> None:
-    """`chatee worker` on all queues; ready once its pollers reach the queues we use (at log
-    level warning it does not log "workers started", which `Stack.start_worker` waits for)."""
+    """`chatee worker` on all queues, ready once it polls the queues a turn uses."""
     proc = ChateeProcess(["worker"], stack.env, stack.tmp / "worker.log").start()
     stack.processes.append(proc)
-    queues = [
-        (AGENTS_QUEUE, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW),
-        (LLM_QUEUE, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY),
+    await wait_for_pollers(client, [proc], [AGENTS_QUEUE, LLM_QUEUE])
+
+
+async def wait_for_pollers(
+    client: Client, workers: list[ChateeProcess], activity_queues: list[str]
+) -> None:
+    """Ready once every worker process polls `chatee-agents` and `activity_queues` (at log
+    level warning workers do not log "workers started", which `Stack.start_worker` waits for)."""
+    queues = [(AGENTS_QUEUE, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW)] + [
+        (name, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY) for name in activity_queues
     ]
     deadline = time.monotonic() + READY_TIMEOUT_S
     while True:
-        polled = []
+        counts = []
         for name, kind in queues:
             reply = await client.workflow_service.describe_task_queue(
                 DescribeTaskQueueRequest(
@@ -347,13 +353,14 @@ async def start_worker(stack: Stack, client: Client) -> None:
                     task_queue_type=kind,
                 )
             )
-            polled.append(bool(reply.pollers))
-        if all(polled):
+            counts.append(len({p.identity for p in reply.pollers}))
+        if min(counts) >= len(workers):
             return
-        if proc.proc and proc.proc.poll() is not None:
-            raise RuntimeError(f"chatee worker exited:\n{proc.log()[-3000:]}")
+        for proc in workers:
+            if proc.proc and proc.proc.poll() is not None:
+                raise RuntimeError(f"chatee worker exited:\n{proc.log()[-3000:]}")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"chatee worker never polled:\n{proc.log()[-3000:]}")
+            raise TimeoutError(f"workers never all polled ({counts} of {len(workers)})")
         await asyncio.sleep(0.2)
 
 
