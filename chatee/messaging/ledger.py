@@ -227,11 +227,8 @@ async def append(
                 await db.rollback()
                 if not _transient(exc):
                     raise
-        async with factory() as db:
-            existing = await _by_client_id(db, draft)
-        if existing is not None:
-            return row_message(existing), False
-        await _backoff(attempt)
+        if (resent := await _resent_or_backoff(factory, draft, attempt)) is not None:
+            return resent, False
     raise RuntimeError(f"could not append to conversation {draft.conversation_id}")
 
 
@@ -301,11 +298,8 @@ async def _append_sqlite(
             except sqlite3.OperationalError as exc:
                 if not _sqlite_transient(exc):
                     raise
-        async with factory() as db:
-            existing = await _by_client_id(db, draft)
-        if existing is not None:
-            return row_message(existing), False
-        await _backoff(attempt)
+        if (resent := await _resent_or_backoff(factory, draft, attempt)) is not None:
+            return resent, False
     raise RuntimeError(f"could not append to conversation {draft.conversation_id}")
 
 
@@ -328,6 +322,17 @@ async def _read_up_to(db: AsyncSession, conversation_id: int, user_id: int, seq:
             last_read_seq=func.greatest(ConversationRead.last_read_seq, seq)
         )
     await db.execute(stmt)
+
+
+async def _resent_or_backoff(factory: Factory, draft: Draft, attempt: int) -> ChatMessage | None:
+    """After a failed append attempt: the message a resend (same client_msg_id) already
+    stored, or None after backing off before the next attempt."""
+    async with factory() as db:
+        existing = await _by_client_id(db, draft)
+    if existing is not None:
+        return row_message(existing)
+    await _backoff(attempt)
+    return None
 
 
 async def _by_client_id(db: AsyncSession, draft: Draft) -> ConversationMessage | None:
