@@ -57,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
         _spawn_llm,
         _spawn_redis,
         _stdout_to_stderr,
+        busy_note,
         forget_events,
         log,
         machine,
@@ -404,12 +405,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "exactly once: assistant messages and completed turn records counted per session in "
         "the database after the burst",
     ]
-    cores = host["cores"] or 1
-    if host["loadavg_at_start"][0] > 0.5 * cores:
-        notes.append(
-            f"the machine was shared and busy when the run started (load average "
-            f"{host['loadavg_at_start'][0]} on {cores} cores): figures are pessimistic"
-        )
+    notes += busy_note(host)
     return {
         "machine": host,
         "chatee": chatee,

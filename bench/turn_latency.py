@@ -834,6 +834,17 @@ def machine() -> dict[str, Any]:
     }
 
 
+def busy_note(host: dict[str, Any]) -> list[str]:
+    """A note when other work loaded the machine at the start (`machine()`)."""
+    cores, load = host["cores"] or 1, host["loadavg_at_start"][0]
+    if load <= 0.5 * cores:
+        return []
+    return [
+        f"the machine was already busy when the run started (load average {load} on {cores} "
+        "cores): figures are pessimistic"
+    ]
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     host = machine()
@@ -861,12 +872,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_s: CPU seconds per process during the phase (Redis at :6379 is not our child "
         "and is not counted)",
     ]
-    cores = host["cores"] or 1
-    if host["loadavg_at_start"][0] > 0.5 * cores:
-        notes.append(
-            f"the machine was already busy when the run started (load average "
-            f"{host['loadavg_at_start'][0]} on {cores} cores): figures are pessimistic"
-        )
+    notes += busy_note(host)
     if not args.dynamic_config:
         notes.append(
             "the dev server reads its history transfer queue at most 20 times/s "
