@@ -16,7 +16,7 @@ from activities.deps import Deps
 from chatee.bus import Event
 from chatee.messaging import conversations, ledger
 from chatee.messaging.cache import Cache
-from chatee.messaging.fanout import batch_bounds, deliver_and_push, member_users, publish
+from chatee.messaging.fanout import Pushes, batch_bounds, deliver_and_push, member_users
 from chatee.messaging.store import MessageStore, create_store
 from chatee.messaging.types import Draft
 from chatee.models import Conversation, Message
@@ -48,6 +48,7 @@ class FanoutActivities:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
         self.cache = Cache(deps.redis, deps.settings.messaging.cache_ttl_seconds)
+        self.pushes = Pushes(deps.redis)
         self._store: MessageStore | None = None
 
     @property
@@ -83,7 +84,7 @@ class FanoutActivities:
         users = await member_users(
             self.deps.db, int(batch.audience_id), int(batch.after_user), upto
         )
-        items = await deliver_and_push(self.store, self.deps.redis, message, users, path="workflow")
+        items = await deliver_and_push(self.store, self.pushes, message, users, path="workflow")
         return len(items)
 
     @activity.defn(name="FinishFanout")
@@ -107,14 +108,13 @@ class FanoutActivities:
                 cursor = event.id
                 if event.data.get("turn_id") != inp.turn_id:
                     continue
-                frame = agent_event_frame(inp.conversation_id, inp.agent_id, event)
-                frames += [(u, frame) for u in users]
+                frames.append(agent_event_frame(inp.conversation_id, inp.agent_id, event))
                 if event.event in TERMINAL:
                     reply = event.data.get("message_id")
                     status = "completed" if event.event == "turn.completed" else "failed"
                     outcome = RelayOutcome(status, str(reply) if reply else None)
                     break
-            await publish(self.deps.redis, frames)
+            await self.pushes.frames(users, frames)
             if outcome is not None:
                 return outcome
 

@@ -2,9 +2,9 @@
 
 One `Hub` per API process. Each socket is a `Connection` with its own bounded outgoing queue
 and writer task (both exist only while frames wait: idle sockets are cheap), so a client that
-stops reading only ever blocks itself. Users reach sockets
-on other processes through Redis pub/sub: one channel per user, subscribed by every process
-that holds one of that user's sockets.
+stops reading only ever blocks itself. Pushes reach the sockets on every process through one
+Redis pub/sub channel (chatee/messaging/fanout.py); a push this process sends goes to its own
+sockets directly.
 
 Inbox delivery is exact per socket. A connection keeps a cursor — the last `inbox_seq` it
 queued — and only ever queues `cursor + 1`: a push that arrives early (out of order, or after
@@ -43,7 +43,13 @@ from chatee.bus import Event
 from chatee.logging import get_logger
 from chatee.messaging import conversations, presence
 from chatee.messaging.conversations import MessagingError
-from chatee.messaging.fanout import new_message_frame, user_channel
+from chatee.messaging.fanout import (
+    PUSH_CHANNEL,
+    Targets,
+    decode,
+    message_text,
+    new_message_frame,
+)
 from chatee.messaging.service import Messenger
 from chatee.metrics import WS_CONNECTIONS
 
@@ -52,7 +58,6 @@ router = APIRouter()
 
 UNAUTHORIZED = 4401
 TRY_AGAIN_LATER = 1013
-CONTROL_CHANNEL = "chatee:hub:control"  # keeps the pub/sub connection subscribed at all times
 FILL_PAGE = 200
 
 
@@ -89,7 +94,7 @@ class Connection:
 
     # -- the outgoing queue ------------------------------------------------------------------
 
-    def _put(self, frame: dict[str, Any], droppable: bool, text: str | None = None) -> bool:
+    def _put(self, frame: dict[str, Any] | None, droppable: bool, text: str | None = None) -> bool:
         """Queue a frame (`text`: its JSON, when the caller has it already)."""
         if self.closed:
             return False
@@ -102,7 +107,7 @@ class Connection:
             self.spawn(self.close(1008, "client too slow"))
             return False
         if text is None:
-            text = json.dumps(frame, separators=(",", ":"))
+            text = _encode(frame)
         self.frames.append((text, droppable))
         self.droppable += droppable
         if self.writer is None:
@@ -113,9 +118,9 @@ class Connection:
         """Replies, acks, errors: always queued (bounded only by the hard cap)."""
         self._put(frame, False)
 
-    def ephemeral(self, frame: dict[str, Any]) -> None:
+    def ephemeral(self, frame: dict[str, Any] | None, text: str | None = None) -> None:
         """Typing, presence, agent events: dropped when the queue is full."""
-        self._put(frame, True)
+        self._put(frame, True, text)
 
     async def _write(self) -> None:
         """Drain the queue, then end (and free the queue); `_put` starts the next one."""
@@ -140,8 +145,8 @@ class Connection:
         self.cursor = cursor
         self._fill_gap()
 
-    def offer(self, inbox_seq: int, frame: dict[str, Any], text: str | None = None) -> None:
-        """A pushed `message.new` (`text`: as published): queued only if it is the next one."""
+    def offer(self, inbox_seq: int, text: str) -> None:
+        """A pushed `message.new` frame: queued only if it is the next one."""
         if self.syncing or self.cursor is None or self.filling is not None:
             self.want = max(self.want, inbox_seq)
             self._fill_gap()
@@ -152,12 +157,10 @@ class Connection:
             self.want = max(self.want, inbox_seq)
             self._fill_gap()
             return
-        self._queue_message(inbox_seq, frame, text)
+        self._queue_message(inbox_seq, text)
 
-    def _queue_message(
-        self, inbox_seq: int, frame: dict[str, Any], text: str | None = None
-    ) -> bool:
-        if not self._put(frame, True, text):
+    def _queue_message(self, inbox_seq: int, text: str) -> bool:
+        if not self._put(None, True, text):
             self._resync()
             return False
         self.cursor = inbox_seq
@@ -206,7 +209,7 @@ class Connection:
                         continue
                     if item.inbox_seq != self.cursor + 1:
                         break
-                    if not self._queue_message(item.inbox_seq, new_message_frame(item)):
+                    if not self._queue_message(item.inbox_seq, _encode(new_message_frame(item))):
                         return
                     progressed = True
                 if not progressed:
@@ -261,6 +264,10 @@ class Connection:
         await asyncio.gather(*pending, return_exceptions=True)
 
 
+def _encode(frame: dict[str, Any] | None) -> str:
+    return json.dumps(frame, separators=(",", ":"))
+
+
 def _ref(ref: Any) -> dict[str, Any]:
     """Client frames may carry `ref`; the reply echoes it for correlation."""
     return {"ref": ref} if ref is not None else {}
@@ -276,13 +283,13 @@ class Hub:
         self.knobs = res.settings.messaging
         self.conns: dict[int, set[Connection]] = {}
         self.pubsub = res.redis.pubsub()
-        self.subscribed: set[int] = set()
-        self._sub_lock = asyncio.Lock()
+        self.node = uuid.uuid4().hex  # tags this process's pushes: it skips their echo
+        messenger.pushes.deliver_locally(self.node, self.deliver)
         self.tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
-        await self.pubsub.subscribe(CONTROL_CHANNEL)
+        await self.pubsub.subscribe(PUSH_CHANNEL)
         loops: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("ws-pubsub", self._read),
             ("ws-leases", self._leases),
@@ -315,8 +322,7 @@ class Hub:
 
     async def attach(self, ws: WebSocket, user_id: int, after: int | None) -> Connection:
         conn = Connection(self, ws, user_id)
-        self.conns.setdefault(user_id, set()).add(conn)
-        await self._sync_subscription(user_id)
+        self.conns.setdefault(user_id, set()).add(conn)  # pushes from now on reach it
         try:
             head = (await self.messenger.store.inbox_heads([user_id]))[user_id]
         except Exception:
@@ -339,27 +345,11 @@ class Hub:
         if not group:
             self.conns.pop(conn.user_id, None)
         await conn.finish()
-        await self._sync_subscription(conn.user_id)
         try:
             if await presence.disconnect(self.res.redis, conn.user_id, conn.id):
                 self._spawn(self._announce(conn.user_id))
         except RedisError:
             pass
-
-    async def _sync_subscription(self, user_id: int) -> None:
-        """Subscribe while the user has a socket here, unsubscribe after the last one; one at
-        a time, deciding on the current state, so a quick reconnect never ends unsubscribed."""
-        async with self._sub_lock:
-            wanted = user_id in self.conns
-            try:
-                if wanted and user_id not in self.subscribed:
-                    await self.pubsub.subscribe(user_channel(user_id))
-                    self.subscribed.add(user_id)
-                elif not wanted and user_id in self.subscribed:
-                    await self.pubsub.unsubscribe(user_channel(user_id))
-                    self.subscribed.discard(user_id)
-            except Exception:  # Redis away, or the hub is shutting down
-                log.warning("pub/sub (un)subscribe failed; the reconcile loop covers", user=user_id)
 
     async def _announce(self, user_id: int) -> None:
         """Tell the people who share a private chat or a small group with the user."""
@@ -391,23 +381,33 @@ class Hub:
             backoff = 0.1
             if message is None or message.get("type") != "message":
                 continue
-            self.dispatch(message["channel"], message["data"])
+            self.dispatch(message["data"])
 
-    def dispatch(self, channel: str, data: str) -> None:
-        user_id = int(channel.rsplit(":", 1)[1]) if channel.startswith("chatee:user:") else None
-        group = self.conns.get(user_id) if user_id is not None else None
-        if not group:
+    def dispatch(self, data: str) -> None:
+        """A push from pub/sub; this process's own were delivered when it sent them."""
+        if data.startswith(self.node):
             return
         try:
-            frame = json.loads(data)
+            _, targets, text = decode(data)
         except ValueError:
+            log.warning("unreadable push dropped")
             return
-        new = frame.get("type") == "message.new"
-        for conn in list(group):  # the published JSON is forwarded as is: encoded once
-            if new:
-                conn.offer(int(frame["inbox_seq"]), frame, data)
-            else:
-                conn._put(frame, True, data)
+        self.deliver(targets, text)
+
+    def deliver(self, targets: Targets, text: str) -> None:
+        """Hand a push to the sockets this process holds of its users. The frame text is
+        forwarded as is (a `message.new` gets the user's inbox_seq put in front)."""
+        conns = self.conns
+        if isinstance(targets, dict):
+            for user_id, inbox_seq in targets.items():
+                if group := conns.get(user_id):
+                    frame = message_text(inbox_seq, text)
+                    for conn in list(group):
+                        conn.offer(inbox_seq, frame)
+        else:
+            for user_id in targets:
+                for conn in list(conns.get(user_id, ())):
+                    conn.ephemeral(None, text)
 
     async def _leases(self) -> None:
         ttl = self.knobs.presence_ttl_seconds

@@ -203,6 +203,8 @@ class Settings(BaseSettings):
     mysql_password: SecretStr | None = None
     redis_url: str | None = None
     redis_password: SecretStr | None = None
+    # per process; callers wait for a free connection (an open SSE stream holds one)
+    redis_max_connections: int = Field(1000, ge=8)
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     llm_openai_api_key: SecretStr | None = None

@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import func, select
 
 from chatee.db import create_engine, session_factory
 from chatee.ids import new_id
-from chatee.messaging.ledger import ConversationGone, Factory
+from chatee.messaging.ledger import ConversationGone, Factory, _known_counters, _run_batch
 from chatee.messaging.store import MessageStore
 from chatee.messaging.types import Draft
-from chatee.models import Conversation
+from chatee.models import Conversation, ConversationMessage
 
 HBASE_HOST = os.environ.get("CHATEE_TEST_HBASE_HOST")
 
@@ -105,6 +108,56 @@ async def test_concurrent_appends_get_distinct_gap_free_seqs(store) -> None:
     assert len({m.id for m, _ in dupes}) == 1
     assert [created for _, created in dupes].count(True) == 1
     assert (await s.page(c, None, 1))[0].seq == 21
+
+
+async def test_concurrent_appends_fail_alone(store) -> None:
+    """Appends at once (on SQLite, group-committed: a few transactions of many writes each):
+    resends and a send to a missing conversation fail alone, every other write still commits,
+    and the numbers the failures took are given back."""
+    s, factory = store
+    c = await conversation(factory)
+    sender = new_id()
+    firsts = [(await s.append(draft(c, sender, f"first{i}", f"k{i}")))[0] for i in range(3)]
+    sends = [("new", draft(c, sender, f"m{i}")) for i in range(40)]
+    sends += [("resend", draft(c, sender, "again", f"k{i % 3}")) for i in range(6)]
+    sends += [("race", draft(c, sender, "twice", "race")) for _ in range(2)]  # both in flight
+    sends += [("gone", draft(new_id(), sender, "nobody home"))]
+    random.Random(7).shuffle(sends)
+    results = await asyncio.gather(*(s.append(d) for _, d in sends), return_exceptions=True)
+    by_kind: dict[str, list] = {}
+    for (kind, _), result in zip(sends, results, strict=True):
+        by_kind.setdefault(kind, []).append(result)
+    assert [type(r) for r in by_kind["gone"]] == [ConversationGone]
+    assert all(created for _, created in by_kind["new"])
+    for (kind, d), result in zip(sends, results, strict=True):
+        if kind == "resend":  # the first send, not a second message
+            assert result == (firsts[int(d.client_msg_id[1:])], False)
+    race = by_kind["race"]
+    assert sorted(created for _, created in race) == [False, True]
+    assert race[0][0] == race[1][0]
+    seqs = [m.seq for m, _ in by_kind["new"]] + [race[0][0].seq]
+    assert sorted(seqs) == list(range(4, 45))  # 1..3 were the firsts: gap-free, no duplicates
+    async with factory() as db:
+        count = select(func.count()).where(ConversationMessage.conversation_id == c)
+        assert await db.scalar(count) == 44
+
+
+async def test_concurrent_deliveries_retry_missing_counters_alone(store) -> None:
+    """Deliveries at once to overlapping users, some of whose counter rows are missing though
+    the process believes they exist: those deliveries fail alone and retry, the others commit,
+    and every inbox stays gap-free."""
+    s, factory = store
+    c = await conversation(factory)
+    users = [new_id() for _ in range(8)]
+    _known_counters(factory).update(users[6:])  # stale memory: they have no counter row
+    messages = [(await s.append(draft(c, users[0], f"m{i}")))[0] for i in range(16)]
+    audiences = [users[i % 4 : i % 4 + 5] for i in range(16)]  # half of them reach users[6:]
+    await asyncio.gather(*(s.deliver(m, a) for m, a in zip(messages, audiences, strict=True)))
+    for user in users:
+        expected = {m.id for m, a in zip(messages, audiences, strict=True) if user in a}
+        items = await s.inbox(user, 0, 100)
+        assert [i.inbox_seq for i in items] == list(range(1, len(expected) + 1))
+        assert {i.message.id for i in items} == expected
 
 
 async def test_page_is_newest_first_and_pages_by_seq(store) -> None:
@@ -242,3 +295,30 @@ def test_hbase_row_keys_scan_newest_first_and_spread_over_salt_buckets() -> None
     buckets = {salt(i, 16) for i in ids}
     assert len(buckets) == 16  # spread over every bucket, not piled on the last region
     assert all(len(salt(i, 16)) == 1 for i in ids[:10])
+
+
+def test_a_batch_that_cannot_commit_reports_every_op_failed(tmp_path) -> None:
+    """SQLite group commit: one op's failure is undone alone, but when the COMMIT itself fails
+    (here a deferred foreign key) nothing is committed and no op is reported done."""
+    sq = sqlite3.connect(tmp_path / "batch.db")
+    sq.execute("PRAGMA foreign_keys = ON")
+    sq.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    sq.execute(
+        "CREATE TABLE child (id INTEGER PRIMARY KEY, "
+        "parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+    )
+    sq.commit()
+
+    def batch(*statements: str) -> list:
+        return _run_batch(sq, [lambda c, sql=sql: c.execute(sql) for sql in statements])
+
+    outcomes = batch("INSERT INTO parent VALUES (1)", "INSERT INTO parent VALUES (1)",
+                     "INSERT INTO parent VALUES (2)")  # fmt: skip
+    assert [type(e) for _, e in outcomes] == [type(None), sqlite3.IntegrityError, type(None)]
+    assert sq.execute("SELECT id FROM parent ORDER BY id").fetchall() == [(1,), (2,)]
+
+    with pytest.raises(sqlite3.IntegrityError):  # the child's parent does not exist
+        batch("INSERT INTO parent VALUES (3)", "INSERT INTO child VALUES (1, 99)")
+    assert not sq.in_transaction
+    assert sq.execute("SELECT id FROM parent ORDER BY id").fetchall() == [(1,), (2,)]
+    sq.close()

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatee.ids import new_id
+from chatee.messaging import ledger
 from chatee.messaging.cache import Cache, agent_key, conversation_key, members_key
 from chatee.models import (
     Agent,
@@ -455,42 +456,29 @@ async def unread_of(db: Factory, conversation_id: int, user_id: int) -> tuple[in
 
 async def mark_read(db: Factory, conversation_id: int, user_id: int, seq: int) -> int:
     """Move the user's read marker forward to `seq` (never back, never past the last message).
-    Returns the marker as stored."""
-    async with db() as session:
-        last = await session.scalar(
-            select(Conversation.last_seq).where(Conversation.id == conversation_id)
-        )
-        target = min(seq, last or 0)
-        moved = await session.execute(
-            update(ConversationRead)
-            .where(
-                ConversationRead.conversation_id == conversation_id,
-                ConversationRead.user_id == user_id,
-                ConversationRead.last_read_seq < target,
-            )
-            .values(last_read_seq=target)
-        )
-        if moved.rowcount == 0:
-            current = await session.scalar(
-                select(ConversationRead.last_read_seq).where(
-                    ConversationRead.conversation_id == conversation_id,
-                    ConversationRead.user_id == user_id,
+    Returns the marker as stored. One upsert, so two devices marking at once cannot both
+    insert; a deadlock between them (InnoDB gap locks) is retried."""
+    for attempt in range(ledger.ATTEMPTS):
+        async with db() as session:
+            try:
+                last = await session.scalar(
+                    select(Conversation.last_seq).where(Conversation.id == conversation_id)
                 )
-            )
-            if current is None:
-                session.add(
-                    ConversationRead(
-                        conversation_id=conversation_id, user_id=user_id, last_read_seq=target
+                await ledger.read_up_to(session, conversation_id, user_id, min(seq, last or 0))
+                marker = await session.scalar(
+                    select(ConversationRead.last_read_seq).where(
+                        ConversationRead.conversation_id == conversation_id,
+                        ConversationRead.user_id == user_id,
                     )
                 )
-            else:
-                target = current
-        try:
-            await session.commit()
-        except IntegrityError:  # created concurrently: go again, it is an update now
-            await session.rollback()
-            return await mark_read(db, conversation_id, user_id, seq)
-    return target
+                await session.commit()
+                return int(marker or 0)
+            except OperationalError as exc:
+                await session.rollback()
+                if not ledger.transient(exc):
+                    raise
+        await ledger.backoff(attempt)
+    raise RuntimeError(f"could not mark conversation {conversation_id} read")
 
 
 async def usernames(db: Factory, user_ids: Sequence[int]) -> dict[int, str]:

@@ -1,16 +1,28 @@
 """Write fan-out: one inbox entry per member, then a realtime push to whoever is online.
 
-Pushes go to one Redis pub/sub channel per user (`chatee:user:<id>`); every API process
-subscribes to the channels of the users connected to it. Pub/sub is fire-and-forget, so a
-lost push costs nothing but latency: the socket notices the gap at its next push (or the
-periodic reconcile) and fills it from the inbox.
+A push is one Redis PUBLISH to `chatee:push` per frame, whoever it is for (the same frame to
+many users, or one `message.new` to all its recipients, each with their own `inbox_seq`).
+Every API process subscribes to that one channel and hands each push to the sockets of the
+users it holds, as the Socket.IO Redis adapter does: a send to a group costs one publish and
+one pub/sub message per process, not one per member, and connecting a socket costs no
+(un)subscribe. The process that sends hands the push to its own sockets directly, without
+the round trip through Redis, and skips its own echo.
+
+Pub/sub is fire-and-forget, so a lost push costs nothing but latency: the socket notices the
+gap at its next push (or the periodic reconcile) and fills it from the inbox.
+
+On the wire a push is three lines: the sending process's node id (empty from a worker), the
+targets, and the frame. Targets are a JSON list of user ids — each gets the frame as it is —
+or, for `message.new`, a JSON object `{user id: inbox_seq}`; the frame is then the message
+body without `type` and `inbox_seq`, which `message_text` puts in front for each user. JSON
+never holds a raw newline, so `data.split("\n", 2)` takes it apart without decoding the frame.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -24,34 +36,94 @@ from chatee.metrics import record_fanout
 from chatee.models import ConversationMember
 
 log = get_logger(__name__)
-PUBLISH_CHUNK = 500
+PUSH_CHANNEL = "chatee:push"
+TARGETS_PER_PUSH = 1000  # one PUBLISH stays small; a 10,000-member batch is ten of them
 
-
-def user_channel(user_id: int | str) -> str:
-    return f"chatee:user:{user_id}"
+Targets = list[int] | dict[int, int]  # users, or users and each one's inbox_seq
+T = TypeVar("T")
+Sink = Callable[[Targets, str], None]  # an API process's hub: hand a push to its sockets
 
 
 def new_message_frame(item: InboxItem) -> dict[str, Any]:
     return {"type": "message.new", **item.to_json()}
 
 
-async def publish(redis: Redis, frames: Iterable[tuple[int, dict[str, Any]]]) -> None:
-    """PUBLISH each frame to its user's channel, pipelined. Failures are logged, not raised:
-    the inbox already holds what matters."""
-    batch = list(frames)
-    try:
-        for i in range(0, len(batch), PUBLISH_CHUNK):
-            async with redis.pipeline(transaction=False) as pipe:
-                for user_id, frame in batch[i : i + PUBLISH_CHUNK]:
-                    pipe.publish(user_channel(user_id), json.dumps(frame, separators=(",", ":")))
+def message_body(message: ChatMessage) -> str:
+    """A `message.new` frame without `type` and `inbox_seq`: the same for every recipient."""
+    body = {"conversation_id": str(message.conversation_id), "message": message.to_json()}
+    return json.dumps(body, separators=(",", ":"))
+
+
+def message_text(inbox_seq: int, body: str) -> str:
+    """One recipient's `message.new` frame, as `new_message_frame` would encode it."""
+    return f'{{"type":"message.new","inbox_seq":{inbox_seq},{body[1:]}'
+
+
+def encode(origin: str, targets: Targets, text: str) -> str:
+    if isinstance(targets, dict):
+        return f"{origin}\n{json.dumps({str(u): s for u, s in targets.items()})}\n{text}"
+    return f"{origin}\n{json.dumps(targets)}\n{text}"
+
+
+def decode(data: str) -> tuple[str, Targets, str]:
+    origin, raw, text = data.split("\n", 2)
+    targets = json.loads(raw)
+    if isinstance(targets, dict):
+        return origin, {int(u): int(s) for u, s in targets.items()}, text
+    return origin, [int(u) for u in targets], text
+
+
+class Pushes:
+    """Publishes pushes; in an API process also hands them to its own sockets first."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self.origin = ""  # the hub's node id, once a hub takes local delivery
+        self.local: Sink | None = None
+
+    def deliver_locally(self, origin: str, sink: Sink) -> None:
+        self.origin, self.local = origin, sink
+
+    async def frame(self, user_ids: Sequence[int], frame: dict[str, Any]) -> None:
+        await self.frames(user_ids, [frame])
+
+    async def frames(self, user_ids: Sequence[int], frames: Sequence[dict[str, Any]]) -> None:
+        """Frames to each user, in order (typing, presence, read markers, agent events)."""
+        texts = [json.dumps(frame, separators=(",", ":")) for frame in frames]
+        await self._send([(list(chunk), text) for text in texts for chunk in _chunks(user_ids)])
+
+    async def messages(self, message: ChatMessage, items: Sequence[InboxItem]) -> None:
+        """`message.new` to each recipient, with their own inbox_seq."""
+        body = message_body(message)
+        seqs = [(i.user_id, i.inbox_seq) for i in items]
+        await self._send([(dict(chunk), body) for chunk in _chunks(seqs)])
+
+    async def _send(self, pushes: list[tuple[Targets, str]]) -> None:
+        """Failures are logged, not raised: the inbox already holds what matters."""
+        if not pushes:
+            return
+        if self.local is not None:
+            for targets, text in pushes:
+                self.local(targets, text)
+        try:
+            if len(pushes) == 1:
+                await self.redis.publish(PUSH_CHANNEL, encode(self.origin, *pushes[0]))
+                return
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for targets, text in pushes:
+                    pipe.publish(PUSH_CHANNEL, encode(self.origin, targets, text))
                 await pipe.execute()
-    except RedisError as exc:
-        log.warning("realtime push failed; clients catch up by sync", error=str(exc))
+        except RedisError as exc:
+            log.warning("realtime push failed; clients catch up by sync", error=str(exc))
+
+
+def _chunks(items: Sequence[T]) -> list[Sequence[T]]:
+    return [items[n : n + TARGETS_PER_PUSH] for n in range(0, len(items), TARGETS_PER_PUSH)]
 
 
 async def deliver_and_push(
     store: MessageStore,
-    redis: Redis,
+    pushes: Pushes,
     message: ChatMessage,
     user_ids: Sequence[int],
     finish: bool = False,
@@ -62,7 +134,7 @@ async def deliver_and_push(
     items = await store.deliver(message, user_ids, finish)
     if items:
         record_fanout(message.id, path)
-    await publish(redis, ((i.user_id, new_message_frame(i)) for i in items))
+    await pushes.messages(message, items)
     return items
 
 

@@ -14,6 +14,12 @@ Both numbers a client relies on are taken here, atomically, inside one transacti
 Every transaction starts with a write. On MySQL that takes the row locks before the first
 consistent read, so what it reads next is current; on SQLite it takes the database's write lock
 up front (a read-then-write transaction could otherwise fail to upgrade under concurrency).
+
+On SQLite, appends and deliveries are group-committed (`_SqliteBatcher`): the writes queued
+while one batch runs go together as the next, one transaction in one hop to aiosqlite's thread
+and one commit, each write in a savepoint of its own. A send then pays a share of a hop and of
+a commit instead of two of each, every hop waiting for a busy event loop to come round; the
+SQL, the locks and each write's all-or-nothing are unchanged.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import random
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Insert, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -50,9 +56,10 @@ _sqlite_writers: dict[int, asyncio.Lock] = {}
 
 @contextlib.asynccontextmanager
 async def _writing(factory: Factory) -> AsyncIterator[None]:
-    """On SQLite, one ledger write at a time per process: SQLite has one writer anyway, and
-    waiting here is a queue, while waiting in SQLite's busy handler is sleep-and-poll (tens of
-    ms of idle per collision). Other databases lock rows, so they go straight through."""
+    """On SQLite, one ledger write at a time per process (a batch of `_SqliteBatcher`, or one
+    transaction of the generic path): SQLite has one writer anyway, and waiting here is a queue,
+    while waiting in SQLite's busy handler is sleep-and-poll (tens of ms of idle per collision).
+    Other databases lock rows, so they go straight through."""
     bind = factory.kw.get("bind")
     if bind is None or bind.dialect.name != "sqlite":
         yield
@@ -68,29 +75,122 @@ def _is_sqlite(factory: Factory) -> bool:
 
 
 async def _in_driver_thread(factory: Factory, fn: Callable[[sqlite3.Connection], T]) -> T:
-    """SQLite: run `fn` as ONE transaction on aiosqlite's own thread and connection.
+    """SQLite: run `fn` on aiosqlite's own thread and connection, in one hop.
 
     Through SQLAlchemy every statement is three or four hops between the event loop and
     aiosqlite's thread (cursor, execute, fetch, close), each waiting for a busy loop to come
-    round; a send is a dozen statements. Here the whole transaction is one hop. Same SQL, same
-    locks, same commit; only the callers below that hold `_writing` use it. It relies on
-    aiosqlite's `_execute` and `_conn` (private; aiosqlite is pinned in requirements.lock, and
-    the message-store contract tests run this path)."""
+    round; a send is a dozen statements. Here a whole batch of them is one hop, and `fn` owns
+    the transaction (`_run_batch`; only `_SqliteBatcher` calls this, holding `_writing`). It
+    relies on aiosqlite's `_execute` and `_conn` (private; aiosqlite is pinned in
+    requirements.lock, and the message-store contract tests run this path)."""
     async with factory() as db:
         conn = await db.connection()
         driver = (await conn.get_raw_connection()).driver_connection  # aiosqlite.Connection
+        return await driver._execute(lambda: fn(driver._conn))
 
-        def run() -> T:
-            sq: sqlite3.Connection = driver._conn
-            try:
-                result = fn(sq)
-                sq.commit()
-                return result
-            except BaseException:
-                sq.rollback()
-                raise
 
-        return await driver._execute(run)
+_Op = Callable[[sqlite3.Connection], Any]
+_Outcome = tuple[Any, Exception | None]  # an op's result, or its exception
+
+
+def _run_batch(sq: sqlite3.Connection, ops: list[_Op]) -> list[_Outcome]:
+    """On aiosqlite's thread: the ops as ONE transaction, each in a savepoint of its own.
+
+    BEGIN IMMEDIATE comes first and takes the write lock (a savepoint opened outside a
+    transaction would start one, and releasing it would commit). If anything but an op fails
+    (BEGIN, a savepoint, COMMIT), it is all rolled back and raised, so no op is reported done
+    that is not committed."""
+    sq.execute("BEGIN IMMEDIATE")
+    try:
+        outcomes = [_in_savepoint(sq, op) for op in ops]
+        sq.commit()
+    except BaseException:
+        if sq.in_transaction:
+            sq.rollback()
+        raise
+    return outcomes
+
+
+def _in_savepoint(sq: sqlite3.Connection, op: _Op) -> _Outcome:
+    """One op: if it raises (a resend's IntegrityError, missing counters), only its own
+    writes are undone, and the others in the batch still commit."""
+    sq.execute("SAVEPOINT op")
+    try:
+        result = op(sq)
+    except Exception as exc:
+        if not sq.in_transaction:  # SQLite dropped the whole transaction (full disk, I/O)
+            raise
+        sq.execute("ROLLBACK TO op")
+        sq.execute("RELEASE op")
+        return None, exc
+    sq.execute("RELEASE op")
+    return result, None
+
+
+class _SqliteBatcher:
+    """Group commit for one SQLite database: ops queue here, and whatever queued while one
+    batch ran is the next batch: one transaction, one hop, one commit (see `_run_batch`)."""
+
+    MAX_BATCH = 200
+
+    def __init__(self, factory: Factory) -> None:
+        self.factory = factory
+        self.queue: list[tuple[_Op, asyncio.Future[Any]]] = []
+        self.flushing: asyncio.Task[None] | None = None
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`fn`'s result, or its exception (or its batch's), once its batch has committed or
+        rolled back."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self.queue.append((fn, future))
+        if self.flushing is None or self.flushing.done():
+            self.flushing = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        """Commit batches until the queue is empty. Cancelled (the loop is shutting down),
+        nothing will run what is left: its callers are cancelled too."""
+        batch: list[tuple[_Op, asyncio.Future[Any]]] = []
+        try:
+            while self.queue:
+                batch = self.queue[: self.MAX_BATCH]
+                del self.queue[: self.MAX_BATCH]
+                # an op whose caller was cancelled before it ran is not run
+                batch = [(fn, future) for fn, future in batch if not future.done()]
+                if batch:
+                    await self._commit(batch)
+        except BaseException:
+            for _, future in batch + self.queue:
+                future.cancel()
+            self.queue.clear()
+            raise
+
+    async def _commit(self, batch: list[tuple[_Op, asyncio.Future[Any]]]) -> None:
+        """Run one batch, then give each caller its own outcome (only now: after the commit)."""
+        ops = [fn for fn, _ in batch]
+        try:
+            async with _writing(self.factory):
+                outcomes = await _in_driver_thread(self.factory, lambda sq: _run_batch(sq, ops))
+        except Exception as exc:  # BEGIN, COMMIT or the connection failed: every op did
+            outcomes = [(None, exc)] * len(batch)
+        for (_, future), (result, exc) in zip(batch, outcomes, strict=True):
+            if future.done():  # its caller was cancelled
+                continue
+            if exc is None:
+                future.set_result(result)
+            else:
+                future.set_exception(exc)
+
+
+_batchers: dict[int, _SqliteBatcher] = {}  # per bind; a batcher keeps its engine alive
+
+
+def _batcher_for(factory: Factory) -> _SqliteBatcher:
+    bind = factory.kw["bind"]
+    found = _batchers.get(id(bind))
+    if found is None:
+        found = _batchers[id(bind)] = _SqliteBatcher(factory)
+    return found
 
 
 def _sqlite_transient(exc: sqlite3.OperationalError) -> bool:
@@ -144,13 +244,13 @@ def row_message(row: ConversationMessage, content: str | None = None) -> ChatMes
     )
 
 
-def _transient(exc: OperationalError) -> bool:
+def transient(exc: OperationalError) -> bool:
     """Deadlock / lock wait timeout (MySQL 1213/1205) or a busy SQLite: worth another go."""
     code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
     return code in (1205, 1213) or "locked" in str(exc).lower() or "busy" in str(exc).lower()
 
 
-async def _backoff(attempt: int) -> None:
+async def backoff(attempt: int) -> None:
     await asyncio.sleep(min(0.5, 0.01 * 2**attempt) * random.random())
 
 
@@ -216,7 +316,7 @@ async def append(
                     )
                 )
                 if draft.sender_type == "user":  # you have read what you wrote
-                    await _read_up_to(db, draft.conversation_id, draft.sender_id, seq)
+                    await read_up_to(db, draft.conversation_id, draft.sender_id, seq)
                 if before_commit is not None:
                     await before_commit(message)
                 await db.commit()
@@ -225,7 +325,7 @@ async def append(
                 await db.rollback()  # gives the seq back
             except OperationalError as exc:
                 await db.rollback()
-                if not _transient(exc):
+                if not transient(exc):
                     raise
         if (resent := await _resent_or_backoff(factory, draft, attempt)) is not None:
             return resent, False
@@ -235,8 +335,8 @@ async def append(
 async def _append_sqlite(
     factory: Factory, draft: Draft, keep_content: bool
 ) -> tuple[ChatMessage, bool]:
-    """`append` on SQLite in one hop (see `_in_driver_thread`): the same three statements."""
-    binds = _binds_for(factory)
+    """`append` on SQLite, group-committed (see `_SqliteBatcher`): the same three statements."""
+    binds, batcher = _binds_for(factory), _batcher_for(factory)
     for attempt in range(ATTEMPTS):
         now = utcnow()
         created = now.replace(microsecond=0)  # whole seconds, as on the generic path
@@ -277,33 +377,32 @@ async def _append_sqlite(
                 )
             return seq
 
-        async with _writing(factory):
-            try:
-                seq = await _in_driver_thread(factory, work)
-                if seq is None:
-                    raise ConversationGone(draft.conversation_id)
-                return ChatMessage(
-                    id=message_id,
-                    conversation_id=draft.conversation_id,
-                    seq=seq,
-                    sender_id=draft.sender_id,
-                    sender_type=draft.sender_type,
-                    content=draft.content,
-                    client_msg_id=draft.client_msg_id,
-                    created_at=created,
-                    meta=draft.meta,
-                ), True
-            except sqlite3.IntegrityError:  # a resend, or the same client_msg_id raced in
-                pass
-            except sqlite3.OperationalError as exc:
-                if not _sqlite_transient(exc):
-                    raise
+        try:
+            seq = await batcher.run(work)
+            if seq is None:
+                raise ConversationGone(draft.conversation_id)
+            return ChatMessage(
+                id=message_id,
+                conversation_id=draft.conversation_id,
+                seq=seq,
+                sender_id=draft.sender_id,
+                sender_type=draft.sender_type,
+                content=draft.content,
+                client_msg_id=draft.client_msg_id,
+                created_at=created,
+                meta=draft.meta,
+            ), True
+        except sqlite3.IntegrityError:  # a resend, or the same client_msg_id raced in
+            pass
+        except sqlite3.OperationalError as exc:
+            if not _sqlite_transient(exc):
+                raise
         if (resent := await _resent_or_backoff(factory, draft, attempt)) is not None:
             return resent, False
     raise RuntimeError(f"could not append to conversation {draft.conversation_id}")
 
 
-async def _read_up_to(db: AsyncSession, conversation_id: int, user_id: int, seq: int) -> None:
+async def read_up_to(db: AsyncSession, conversation_id: int, user_id: int, seq: int) -> None:
     """Move a read marker forward inside the caller's transaction (one upsert)."""
     marker = {"conversation_id": conversation_id, "user_id": user_id, "last_read_seq": seq}
     if db.bind.dialect.name == "sqlite":
@@ -331,7 +430,7 @@ async def _resent_or_backoff(factory: Factory, draft: Draft, attempt: int) -> Ch
         existing = await _by_client_id(db, draft)
     if existing is not None:
         return row_message(existing)
-    await _backoff(attempt)
+    await backoff(attempt)
     return None
 
 
@@ -413,9 +512,9 @@ async def deliver(
             await mark_fanned_out(factory, message.id)
         return [], []
     await _ensure_counters(factory, users)
-    check = False  # optimistic: a first delivery finds nothing delivered before it
     if _is_sqlite(factory):
         return await _deliver_sqlite(factory, message, users, finish)
+    check = False  # optimistic: a first delivery finds nothing delivered before it
     for attempt in range(ATTEMPTS):
         async with _writing(factory), factory() as db:
             try:
@@ -432,25 +531,25 @@ async def deliver(
                     continue
             except OperationalError as exc:
                 await db.rollback()
-                if not _transient(exc):
+                if not transient(exc):
                     raise
                 missing = set()
         if missing:
             await _ensure_counters(factory, sorted(missing))
             continue
-        await _backoff(attempt)
+        await backoff(attempt)
     raise RuntimeError(f"could not deliver message {message.id}")
 
 
 async def _deliver_sqlite(
     factory: Factory, message: ChatMessage, users: list[int], finish: bool
 ) -> tuple[list[InboxRef], list[InboxRef]]:
-    """`deliver` on SQLite in one hop (see `_in_driver_thread`), with the statements of
+    """`deliver` on SQLite, group-committed (see `_SqliteBatcher`), with the statements of
     `_deliver_once`: bump-and-read the counters, skip users delivered before, insert."""
-    binds = _binds_for(factory)
+    binds, batcher = _binds_for(factory), _batcher_for(factory)
     marks = ", ".join("?" * len(users))
 
-    def work(sq: sqlite3.Connection) -> tuple[list[InboxRef], list[InboxRef]] | set[int]:
+    def work(sq: sqlite3.Connection) -> tuple[list[InboxRef], list[InboxRef]]:
         counters = dict(
             sq.execute(
                 "UPDATE user_inbox_counters SET last_seq = last_seq "
@@ -459,8 +558,7 @@ async def _deliver_sqlite(
             ).fetchall()
         )
         if len(counters) < len(users):
-            sq.rollback()
-            return set(users) - set(counters)
+            raise _MissingCounters(set(users) - set(counters))
         existing = [
             InboxRef(*row)
             for row in sq.execute(
@@ -497,22 +595,18 @@ async def _deliver_sqlite(
         return refs, existing
 
     for attempt in range(ATTEMPTS):
-        async with _writing(factory):
-            try:
-                result = await _in_driver_thread(factory, work)
-            except sqlite3.IntegrityError:
-                result = None
-            except sqlite3.OperationalError as exc:
-                if not _sqlite_transient(exc):
-                    raise
-                result = None
-        if isinstance(result, tuple):
-            return result
-        if result:  # users without a counter row (the process's memory of them was stale)
-            _known_counters(factory).difference_update(result)
-            await _ensure_counters(factory, sorted(result))
+        try:
+            return await batcher.run(work)
+        except _MissingCounters as exc:  # the process's memory of them was stale
+            _known_counters(factory).difference_update(exc.users)
+            await _ensure_counters(factory, sorted(exc.users))
             continue
-        await _backoff(attempt)
+        except sqlite3.IntegrityError:
+            pass
+        except sqlite3.OperationalError as exc:
+            if not _sqlite_transient(exc):
+                raise
+        await backoff(attempt)
     raise RuntimeError(f"could not deliver message {message.id}")
 
 

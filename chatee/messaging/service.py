@@ -26,7 +26,7 @@ from chatee.logging import get_logger
 from chatee.messaging import conversations, ledger
 from chatee.messaging.cache import Cache
 from chatee.messaging.conversations import MessagingError, View
-from chatee.messaging.fanout import deliver_and_push, publish
+from chatee.messaging.fanout import Pushes, deliver_and_push
 from chatee.messaging.store import MessageStore
 from chatee.messaging.types import ChatMessage, Draft
 from workflows.fanout import FANOUT_WORKFLOW, FanoutInput, fanout_workflow_id
@@ -57,6 +57,7 @@ class Messenger:
         self.redis = redis
         self.store = store
         self.cache = Cache(redis, self.knobs.cache_ttl_seconds)
+        self.pushes = Pushes(redis)
         self.temporal = temporal
 
     async def view(self, conversation_id: int, user_id: int) -> View:
@@ -95,7 +96,7 @@ class Messenger:
         batches = [users[i : i + size] for i in range(0, len(users), size)] or [[]]
         for n, batch in enumerate(batches):
             last = n == len(batches) - 1  # the last batch also marks the message fanned out
-            await deliver_and_push(self.store, self.redis, message, batch, finish=last)
+            await deliver_and_push(self.store, self.pushes, message, batch, finish=last)
 
     async def start_fanout(self, message_id: int) -> None:
         if self.temporal is None:
@@ -126,7 +127,7 @@ class Messenger:
             "user_id": str(user_id),
             "seq": marker,
         }
-        await publish(self.redis, [(user_id, frame)])
+        await self.pushes.frame([user_id], frame)
         return marker
 
     async def typing(self, view: View, user_id: int) -> None:
@@ -134,7 +135,7 @@ class Messenger:
         if len(users) > self.knobs.presence_fanout_max:
             return  # a crowd does not need to know who is typing
         frame = {"type": "typing", "conversation_id": str(view.id), "user_id": str(user_id)}
-        await publish(self.redis, [(u, frame) for u in users if u != user_id])
+        await self.pushes.frame([u for u in users if u != user_id], frame)
 
     async def publish_presence(self, frame: dict[str, Any], to: Sequence[int]) -> None:
-        await publish(self.redis, [(u, frame) for u in to])
+        await self.pushes.frame(to, frame)

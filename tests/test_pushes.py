@@ -1,0 +1,85 @@
+"""Realtime pushes on the wire: one PUBLISH per frame on `chatee:push`, whoever it is for.
+
+The hub forwards a push's frame text without decoding it, and builds each recipient's
+`message.new` by putting that user's inbox_seq in front of the shared body — so these check
+that what a socket receives is exactly the frame the contract describes."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+
+from redis.asyncio import Redis
+
+from chatee.messaging.fanout import (
+    PUSH_CHANNEL,
+    TARGETS_PER_PUSH,
+    Pushes,
+    Targets,
+    decode,
+    encode,
+    message_body,
+    message_text,
+    new_message_frame,
+)
+from chatee.messaging.types import ChatMessage, InboxItem
+
+MESSAGE = ChatMessage(
+    id=2**62 + 7,
+    conversation_id=2**61 + 3,
+    seq=41,
+    sender_id=17,
+    sender_type="user",
+    content='line one\nline "two" — héllo 😀 \u202e',
+    client_msg_id="c-1",
+    created_at=datetime(2026, 11, 24, 1, 2, 3, tzinfo=UTC),
+    meta={"mentions": ["@helper"], "n": 1},
+)
+
+
+def test_each_recipients_frame_is_the_contract_frame_with_their_inbox_seq() -> None:
+    body = message_body(MESSAGE)
+    for user_id, inbox_seq in ((1, 1), (2, 987654321)):
+        expected = new_message_frame(InboxItem(user_id, inbox_seq, MESSAGE))
+        text = message_text(inbox_seq, body)
+        assert json.loads(text) == expected
+        assert text == json.dumps(expected, separators=(",", ":"))
+
+
+def test_a_push_survives_the_wire_with_newlines_in_the_content() -> None:
+    body = message_body(MESSAGE)
+    origin, targets, text = decode(encode("node-a", {5: 9, 6: 10}, body))
+    assert (origin, targets, text) == ("node-a", {5: 9, 6: 10}, body)
+    origin, targets, text = decode(encode("", [5, 6], '{"type":"typing"}'))
+    assert (origin, targets, text) == ("", [5, 6], '{"type":"typing"}')
+
+
+async def test_a_large_audience_is_split_into_pushes_seen_locally_and_on_redis(
+    redis: Redis,
+) -> None:
+    recipients = 2 * TARGETS_PER_PUSH + 500
+    items = [InboxItem(u, u * 3, MESSAGE) for u in range(1, recipients + 1)]
+    local: list[tuple[Targets, str]] = []
+    pushes = Pushes(redis)
+    pushes.deliver_locally("node-a", lambda targets, text: local.append((targets, text)))
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(PUSH_CHANNEL)
+    try:
+        await pushes.messages(MESSAGE, items)
+        await pushes.frame([7, 8], {"type": "typing", "user_id": "9"})
+        published = []
+        deadline = time.monotonic() + 10
+        while len(published) < 4 and time.monotonic() < deadline:
+            got = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+            if got is not None:
+                published.append(decode(got["data"]))
+    finally:
+        await pubsub.aclose()
+    assert [(t, x) for _, t, x in published] == local
+    assert {o for o, _, _ in published} == {"node-a"}
+    *messages, typing = local
+    assert [len(t) for t, _ in messages] == [TARGETS_PER_PUSH, TARGETS_PER_PUSH, 500]
+    seqs = {u: s for t, _ in messages for u, s in t.items()}  # type: ignore[union-attr]
+    assert seqs == {i.user_id: i.inbox_seq for i in items}
+    assert typing == ([7, 8], '{"type":"typing","user_id":"9"}')

@@ -1,0 +1,43 @@
+"""The Redis pool every Chatee process uses (`chatee.redis.connect_redis`) under a burst.
+
+Each open SSE or agent-event stream holds a connection while it waits in XREAD, and a burst of
+sends or handshakes puts hundreds of commands in flight at once. redis-py's default pool
+refuses the 101st with "Too many connections"; ours waits for a free connection instead."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from chatee.config import Settings
+from chatee.redis import connect_redis
+
+
+async def test_more_concurrent_blocking_commands_than_redis_py_allows_by_default(
+    redis_url: str,
+) -> None:
+    redis = connect_redis(Settings(redis_url=redis_url))
+    key = f"test:pool:{uuid.uuid4().hex}"
+    try:  # 150 callers blocked in Redis at the same moment, like 150 open event streams
+        results = await asyncio.gather(
+            *(redis.blpop([key], timeout=0.2) for _ in range(150)), return_exceptions=True
+        )
+    finally:
+        await redis.aclose()
+    assert results == [None] * 150
+
+
+async def test_a_small_pool_makes_callers_wait_rather_than_fail(redis_url: str) -> None:
+    redis = connect_redis(Settings(redis_url=redis_url, redis_max_connections=8))
+    key = f"test:pool:{uuid.uuid4().hex}"
+    try:
+        waiting = [redis.blpop([key], timeout=0.1) for _ in range(24)]
+        writes = [redis.rpush(f"{key}:n", n) for n in range(200)]
+        results = await asyncio.gather(*waiting, *writes, return_exceptions=True)
+        stored = await redis.lrange(f"{key}:n", 0, -1)
+        await redis.delete(f"{key}:n")
+    finally:
+        await redis.aclose()
+    assert results[:24] == [None] * 24
+    assert not [r for r in results[24:] if isinstance(r, BaseException)]
+    assert sorted(map(int, stored)) == list(range(200))
