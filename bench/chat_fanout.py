@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -383,6 +384,7 @@ class Client:
 def client_process(pipe: Pipe, specs: list[Spec], concurrency: int, deflate: bool) -> None:
     """Entry point of one load-generator process (spawned)."""
     raise_nofile()
+    gc.disable()  # a measuring process must not add collector pauses to what it measures
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import event
 from sqlalchemy.orm import Session as OrmSession
 
+from chatee.coalesce import Coalescer
 from chatee.logging import get_logger
 from chatee.models import Agent
 
@@ -43,6 +44,8 @@ class Cache:
     def __init__(self, redis: Redis, ttl_seconds: int) -> None:
         self.redis = redis
         self.ttl = ttl_seconds
+        # every send reads its conversation: concurrent reads share one MGET
+        self._reads: Coalescer[tuple[str, ...], list[Any | None]] = Coalescer(self._read_batch)
 
     async def get(self, key: str) -> Any | None:
         try:
@@ -52,12 +55,20 @@ class Cache:
         return json.loads(raw) if raw else None
 
     async def get_many(self, *keys: str) -> list[Any | None]:
-        """Several keys in one round trip (MGET); None for each miss."""
+        """Several keys in one round trip (MGET, shared with concurrent callers); None for
+        each miss."""
+        return await self._reads(keys)
+
+    async def _read_batch(
+        self, calls: list[tuple[str, ...]]
+    ) -> list[tuple[list[Any | None], None]]:
+        wanted = list({key: None for keys in calls for key in keys})
         try:
-            raws = await self.redis.mget(keys)
+            raws = dict(zip(wanted, await self.redis.mget(wanted), strict=True))
         except RedisError:
-            return [None] * len(keys)
-        return [json.loads(raw) if raw else None for raw in raws]
+            raws = {}
+        values = {key: json.loads(raw) for key, raw in raws.items() if raw}
+        return [([values.get(key) for key in keys], None) for keys in calls]
 
     async def set(self, key: str, value: Any) -> None:
         with contextlib.suppress(RedisError):

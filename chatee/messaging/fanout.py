@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import select
 
+from chatee.coalesce import Coalescer
 from chatee.logging import get_logger
 from chatee.messaging.ledger import Factory
 from chatee.messaging.store import MessageStore
@@ -80,6 +81,8 @@ class Pushes:
         self.redis = redis
         self.origin = ""  # the hub's node id, once a hub takes local delivery
         self.local: Sink | None = None
+        # concurrent sends publish in one pipeline
+        self._publish: Coalescer[list[str], None] = Coalescer(self._publish_batch)
 
     def deliver_locally(self, origin: str, sink: Sink) -> None:
         self.origin, self.local = origin, sink
@@ -105,16 +108,18 @@ class Pushes:
         if self.local is not None:
             for targets, text in pushes:
                 self.local(targets, text)
+        await self._publish([encode(self.origin, targets, text) for targets, text in pushes])
+
+    async def _publish_batch(self, calls: list[list[str]]) -> list[tuple[None, None]]:
         try:
-            if len(pushes) == 1:
-                await self.redis.publish(PUSH_CHANNEL, encode(self.origin, *pushes[0]))
-                return
             async with self.redis.pipeline(transaction=False) as pipe:
-                for targets, text in pushes:
-                    pipe.publish(PUSH_CHANNEL, encode(self.origin, targets, text))
+                for payloads in calls:
+                    for payload in payloads:
+                        pipe.publish(PUSH_CHANNEL, payload)
                 await pipe.execute()
         except RedisError as exc:
             log.warning("realtime push failed; clients catch up by sync", error=str(exc))
+        return [(None, None)] * len(calls)
 
 
 def _chunks(items: Sequence[T]) -> list[Sequence[T]]:

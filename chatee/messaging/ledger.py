@@ -15,7 +15,7 @@ Every transaction starts with a write. On MySQL that takes the row locks before 
 consistent read, so what it reads next is current; on SQLite it takes the database's write lock
 up front (a read-then-write transaction could otherwise fail to upgrade under concurrency).
 
-On SQLite, appends and deliveries are group-committed (`_SqliteBatcher`): the writes queued
+On SQLite, appends and deliveries are group-committed (`_batcher_for`): the writes queued
 while one batch runs go together as the next, one transaction in one hop to aiosqlite's thread
 and one commit, each write in a savepoint of its own. A send then pays a share of a hop and of
 a commit instead of two of each, every hop waiting for a busy event loop to come round; the
@@ -36,6 +36,7 @@ from sqlalchemy import Insert, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from chatee.coalesce import Coalescer
 from chatee.ids import new_id
 from chatee.messaging.types import ChatMessage, Draft, InboxRef
 from chatee.models import (
@@ -56,7 +57,7 @@ _sqlite_writers: dict[int, asyncio.Lock] = {}
 
 @contextlib.asynccontextmanager
 async def _writing(factory: Factory) -> AsyncIterator[None]:
-    """On SQLite, one ledger write at a time per process (a batch of `_SqliteBatcher`, or one
+    """On SQLite, one ledger write at a time per process (a batch of `_batcher_for`, or one
     transaction of the generic path): SQLite has one writer anyway, and waiting here is a queue,
     while waiting in SQLite's busy handler is sleep-and-poll (tens of ms of idle per collision).
     Other databases lock rows, so they go straight through."""
@@ -80,7 +81,7 @@ async def _in_driver_thread(factory: Factory, fn: Callable[[sqlite3.Connection],
     Through SQLAlchemy every statement is three or four hops between the event loop and
     aiosqlite's thread (cursor, execute, fetch, close), each waiting for a busy loop to come
     round; a send is a dozen statements. Here a whole batch of them is one hop, and `fn` owns
-    the transaction (`_run_batch`; only `_SqliteBatcher` calls this, holding `_writing`). It
+    the transaction (`_run_batch`; only the group commit calls this, holding `_writing`). It
     relies on aiosqlite's `_execute` and `_conn` (private; aiosqlite is pinned in
     requirements.lock, and the message-store contract tests run this path)."""
     async with factory() as db:
@@ -127,69 +128,22 @@ def _in_savepoint(sq: sqlite3.Connection, op: _Op) -> _Outcome:
     return result, None
 
 
-class _SqliteBatcher:
-    """Group commit for one SQLite database: ops queue here, and whatever queued while one
-    batch ran is the next batch: one transaction, one hop, one commit (see `_run_batch`)."""
-
-    MAX_BATCH = 200
-
-    def __init__(self, factory: Factory) -> None:
-        self.factory = factory
-        self.queue: list[tuple[_Op, asyncio.Future[Any]]] = []
-        self.flushing: asyncio.Task[None] | None = None
-
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """`fn`'s result, or its exception (or its batch's), once its batch has committed or
-        rolled back."""
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self.queue.append((fn, future))
-        if self.flushing is None or self.flushing.done():
-            self.flushing = asyncio.create_task(self._flush())
-        return await future
-
-    async def _flush(self) -> None:
-        """Commit batches until the queue is empty. Cancelled (the loop is shutting down),
-        nothing will run what is left: its callers are cancelled too."""
-        batch: list[tuple[_Op, asyncio.Future[Any]]] = []
-        try:
-            while self.queue:
-                batch = self.queue[: self.MAX_BATCH]
-                del self.queue[: self.MAX_BATCH]
-                # an op whose caller was cancelled before it ran is not run
-                batch = [(fn, future) for fn, future in batch if not future.done()]
-                if batch:
-                    await self._commit(batch)
-        except BaseException:
-            for _, future in batch + self.queue:
-                future.cancel()
-            self.queue.clear()
-            raise
-
-    async def _commit(self, batch: list[tuple[_Op, asyncio.Future[Any]]]) -> None:
-        """Run one batch, then give each caller its own outcome (only now: after the commit)."""
-        ops = [fn for fn, _ in batch]
-        try:
-            async with _writing(self.factory):
-                outcomes = await _in_driver_thread(self.factory, lambda sq: _run_batch(sq, ops))
-        except Exception as exc:  # BEGIN, COMMIT or the connection failed: every op did
-            outcomes = [(None, exc)] * len(batch)
-        for (_, future), (result, exc) in zip(batch, outcomes, strict=True):
-            if future.done():  # its caller was cancelled
-                continue
-            if exc is None:
-                future.set_result(result)
-            else:
-                future.set_exception(exc)
+_batchers: dict[int, Coalescer[_Op, Any]] = {}  # per bind; a batcher keeps its engine alive
 
 
-_batchers: dict[int, _SqliteBatcher] = {}  # per bind; a batcher keeps its engine alive
-
-
-def _batcher_for(factory: Factory) -> _SqliteBatcher:
+def _batcher_for(factory: Factory) -> Coalescer[_Op, Any]:
+    """Group commit for one SQLite database: the writes queued while one batch ran are the
+    next batch — one transaction, one hop, one commit (`_run_batch`), under `_writing` so the
+    generic path never interleaves."""
     bind = factory.kw["bind"]
     found = _batchers.get(id(bind))
     if found is None:
-        found = _batchers[id(bind)] = _SqliteBatcher(factory)
+
+        async def commit(ops: list[_Op]) -> list[_Outcome]:
+            async with _writing(factory):
+                return await _in_driver_thread(factory, lambda sq: _run_batch(sq, ops))
+
+        found = _batchers[id(bind)] = Coalescer(commit)
     return found
 
 
@@ -335,7 +289,7 @@ async def append(
 async def _append_sqlite(
     factory: Factory, draft: Draft, keep_content: bool
 ) -> tuple[ChatMessage, bool]:
-    """`append` on SQLite, group-committed (see `_SqliteBatcher`): the same three statements."""
+    """`append` on SQLite, group-committed (see `_batcher_for`): the same three statements."""
     binds, batcher = _binds_for(factory), _batcher_for(factory)
     for attempt in range(ATTEMPTS):
         now = utcnow()
@@ -378,7 +332,7 @@ async def _append_sqlite(
             return seq
 
         try:
-            seq = await batcher.run(work)
+            seq = await batcher(work)
             if seq is None:
                 raise ConversationGone(draft.conversation_id)
             return ChatMessage(
@@ -544,7 +498,7 @@ async def deliver(
 async def _deliver_sqlite(
     factory: Factory, message: ChatMessage, users: list[int], finish: bool
 ) -> tuple[list[InboxRef], list[InboxRef]]:
-    """`deliver` on SQLite, group-committed (see `_SqliteBatcher`), with the statements of
+    """`deliver` on SQLite, group-committed (see `_batcher_for`), with the statements of
     `_deliver_once`: bump-and-read the counters, skip users delivered before, insert."""
     binds, batcher = _binds_for(factory), _batcher_for(factory)
     marks = ", ".join("?" * len(users))
@@ -596,7 +550,7 @@ async def _deliver_sqlite(
 
     for attempt in range(ATTEMPTS):
         try:
-            return await batcher.run(work)
+            return await batcher(work)
         except _MissingCounters as exc:  # the process's memory of them was stale
             _known_counters(factory).difference_update(exc.users)
             await _ensure_counters(factory, sorted(exc.users))
