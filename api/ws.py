@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import structlog
 from fastapi import APIRouter, WebSocket
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
@@ -498,16 +499,24 @@ def _int_param(raw: str | None) -> int | None:
     return int(raw) if raw is not None and raw.isdigit() and len(raw) <= 18 else None
 
 
+async def _accept(ws: WebSocket) -> None:
+    """The handshake answer carries the connection's request id (bound by RequestContext),
+    like every HTTP response, so a client can quote it."""
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    headers = [(b"x-request-id", request_id.encode())] if request_id else None
+    await ws.accept(headers=headers)
+
+
 @router.websocket("/ws")
 async def websocket_endpoint(ws: WebSocket) -> None:
     hub: Hub = ws.app.state.hub
     try:
         principal = await _authenticate(ws, hub.res)
     except Problem:  # a dependency is away: the token may be fine, so not 4401
-        await ws.accept()
+        await _accept(ws)
         await ws.close(TRY_AGAIN_LATER, "try again shortly")
         return
-    await ws.accept()
+    await _accept(ws)
     if principal is None:  # accepted first, so the client sees the code, not a failed handshake
         await ws.close(UNAUTHORIZED, "missing, invalid or revoked token")
         return

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 
 from tests.security_support import assert_problem, bearer, username
 from tests.support import Stack
@@ -73,6 +74,17 @@ async def test_the_request_id_is_echoed_and_in_every_error_body(http: httpx.Asyn
     assert assert_problem(r, 422)["request_id"] == mine
     ok = await http.get("/healthz", headers={"X-Request-ID": mine})
     assert ok.status_code == 200 and ok.headers["x-request-id"] == mine
+
+
+async def test_the_websocket_handshake_carries_the_request_id(hardened: Stack) -> None:
+    url = hardened.base.replace("http://", "ws://") + "/ws?token=nope"
+    mine = f"ws-{uuid.uuid4().hex}"
+    async with connect(url, additional_headers={"X-Request-ID": mine}) as socket_:
+        assert socket_.response is not None
+        assert socket_.response.headers.get_all("X-Request-ID") == [mine]
+    async with connect(url, additional_headers={"X-Request-ID": "<bad>"}) as socket_:
+        assert socket_.response is not None
+        assert re.fullmatch(r"[0-9a-f]{32}", socket_.response.headers["X-Request-ID"])
 
 
 async def test_log_lines_of_a_request_carry_its_id(
