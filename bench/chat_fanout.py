@@ -649,8 +649,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "before": rss_before,
                 "after": [proc_rss_kb(p) for p in pids],
             }
-            log("warm-up: 2 s at 50 sends/s")
-            await _run_step(gens, pids, 50, 2)
+            # warm at the first rate: the server's pools, caches and collector settle, so the
+            # first step measures steady state like the others, not the jump from idle
+            warm = min(args.rates[0], 200)
+            log(f"warm-up: 3 s at {warm} sends/s")
+            await _run_step(gens, pids, warm, 3)
             steps = []
             for rate in args.rates:
                 log(f"step: {rate} sends/s offered for {args.step_seconds} s")

@@ -9,14 +9,15 @@ BENCHMARKS.md) — the p99 of every message in flight. Two standard remedies:
   pools move to a permanent generation no collection walks again;
 * a larger generation-0 threshold: short-lived objects (frames, futures, per-send dicts) die by
   reference counting before a collection promotes them, so far fewer reach generation 2 and
-  full collections become rare. The young collections that remain take ~15 ms.
+  full collections become rare. 10,000 measured better than 50,000 (whose young collections
+  took 15–45 ms each) and than the default.
 """
 
 from __future__ import annotations
 
 import gc
 
-YOUNG_THRESHOLD = 50_000  # CPython's default is 700
+YOUNG_THRESHOLD = 10_000  # CPython's default is 700
 
 
 def settle_gc() -> None:
