@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Insert, bindparam, func, insert, select, update
+from sqlalchemy import Insert, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -504,15 +504,7 @@ async def _deliver_sqlite(
     marks = ", ".join("?" * len(users))
 
     def work(sq: sqlite3.Connection) -> tuple[list[InboxRef], list[InboxRef]]:
-        counters = dict(
-            sq.execute(
-                "UPDATE user_inbox_counters SET last_seq = last_seq "
-                f"WHERE user_id IN ({marks}) RETURNING user_id, last_seq",
-                users,
-            ).fetchall()
-        )
-        if len(counters) < len(users):
-            raise _MissingCounters(set(users) - set(counters))
+        # the batch holds the write lock (BEGIN IMMEDIATE): read, then bump what is fresh
         existing = [
             InboxRef(*row)
             for row in sq.execute(
@@ -522,16 +514,23 @@ async def _deliver_sqlite(
             ).fetchall()
         ]
         done = {r.user_id for r in existing}
+        fresh = [u for u in users if u not in done]
+        counters = dict(
+            sq.execute(
+                "UPDATE user_inbox_counters SET last_seq = last_seq + 1 "
+                f"WHERE user_id IN ({', '.join('?' * len(fresh))}) RETURNING user_id, last_seq",
+                fresh,
+            ).fetchall()
+            if fresh
+            else ()
+        )
+        if len(counters) < len(fresh):
+            raise _MissingCounters(set(fresh) - set(counters))
         refs = [
-            InboxRef(u, counters[u] + 1, message.id, message.conversation_id, message.seq)
-            for u in users
-            if u not in done
+            InboxRef(u, counters[u], message.id, message.conversation_id, message.seq)
+            for u in fresh
         ]
         if refs:
-            sq.executemany(
-                "UPDATE user_inbox_counters SET last_seq = ? WHERE user_id = ?",
-                [(r.inbox_seq, r.user_id) for r in refs],
-            )
             created = binds.inbox_created_at(utcnow())
             sq.executemany(
                 "INSERT INTO inbox_entries (user_id, inbox_seq, message_id, conversation_id, "
@@ -570,29 +569,13 @@ async def _deliver_once(
     """One delivery transaction. Without `check` it does not look for entries delivered
     before: if there are any, the unique (user, message) key refuses the insert and the
     caller retries with `check`."""
-    # lock the counters first (a no-op write: row locks on MySQL, the write lock on SQLite);
     # Core statements throughout: the ORM's unit of work costs CPU on every send
-    lock = (
-        update(UserInboxCounter.__table__)
-        .where(UserInboxCounter.user_id.in_(users))
-        .values(last_seq=UserInboxCounter.last_seq)
-    )
-    if db.bind.dialect.update_returning:  # SQLite: lock and read in one trip
-        rows = await db.execute(lock.returning(UserInboxCounter.user_id, UserInboxCounter.last_seq))
-    else:
-        await db.execute(lock)
-        rows = await db.execute(
-            select(UserInboxCounter.user_id, UserInboxCounter.last_seq).where(
-                UserInboxCounter.user_id.in_(users)
-            )
-        )
-    counters = dict(rows.tuples().all())
-    if len(counters) < len(users):
-        raise _MissingCounters(set(users) - set(counters))
-    existing = (
-        []
-        if not check
-        else [
+    counters_table = UserInboxCounter.__table__
+    user_id, last_seq = counters_table.c.user_id, counters_table.c.last_seq
+    existing: list[InboxRef] = []
+    if check:  # lock the counters first (a no-op write), then look at what was delivered
+        await db.execute(update(counters_table).where(user_id.in_(users)).values(last_seq=last_seq))
+        existing = [
             InboxRef(*row)
             for row in (
                 await db.execute(
@@ -606,22 +589,24 @@ async def _deliver_once(
                 )
             ).tuples()
         ]
-    )
     done = {r.user_id for r in existing}
     fresh = [u for u in users if u not in done]
+    counters: dict[int, int] = {}
+    if fresh:  # one statement locks and bumps every counter: the new values are the inbox_seqs
+        bump = update(counters_table).where(user_id.in_(fresh)).values(last_seq=last_seq + 1)
+        if db.bind.dialect.update_returning:
+            rows = await db.execute(bump.returning(user_id, last_seq))
+        else:  # MySQL: a consistent read sees this transaction's own writes
+            await db.execute(bump)
+            rows = await db.execute(select(user_id, last_seq).where(user_id.in_(fresh)))
+        counters = dict(rows.tuples().all())
+        if len(counters) < len(fresh):
+            raise _MissingCounters(set(fresh) - set(counters))
     now = utcnow()
     refs = [
-        InboxRef(u, counters[u] + 1, message.id, message.conversation_id, message.seq)
-        for u in fresh
+        InboxRef(u, counters[u], message.id, message.conversation_id, message.seq) for u in fresh
     ]
     if refs:
-        counters_table = UserInboxCounter.__table__
-        await db.execute(
-            update(counters_table)
-            .where(counters_table.c.user_id == bindparam("uid"))
-            .values(last_seq=bindparam("seq")),
-            [{"uid": r.user_id, "seq": r.inbox_seq} for r in refs],
-        )
         await db.execute(
             insert(InboxEntry.__table__),
             [
