@@ -430,7 +430,7 @@ async def list_for(db: Factory, user_id: int, limit: int) -> list[Listed]:
         .limit(limit)
     )
     async with db() as session:
-        rows = (await session.execute(stmt)).tuples().all()
+        rows = (await session.execute(stmt)).all()
     return [Listed(c, max(0, c.last_seq - (read or 0)), read or 0, role) for c, read, role in rows]
 
 

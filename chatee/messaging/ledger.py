@@ -224,21 +224,22 @@ async def append(
     for attempt in range(ATTEMPTS):
         async with _writing(factory), factory() as db:
             try:
+                conversations = Conversation.__table__  # Core: the ORM's DML path costs CPU
                 bump = (
-                    update(Conversation)
-                    .where(Conversation.id == draft.conversation_id)
-                    .values(last_seq=Conversation.last_seq + 1, last_message_at=utcnow())
+                    update(conversations)
+                    .where(conversations.c.id == draft.conversation_id)
+                    .values(last_seq=conversations.c.last_seq + 1, last_message_at=utcnow())
                 )
                 if db.bind.dialect.update_returning:  # SQLite: the new seq in the same trip
-                    seq = (await db.execute(bump.returning(Conversation.last_seq))).scalar()
+                    seq = (await db.execute(bump.returning(conversations.c.last_seq))).scalar()
                     if seq is None:
                         raise ConversationGone(draft.conversation_id)
                 else:
                     if (await db.execute(bump)).rowcount == 0:
                         raise ConversationGone(draft.conversation_id)
                     seq = await db.scalar(
-                        select(Conversation.last_seq).where(
-                            Conversation.id == draft.conversation_id
+                        select(conversations.c.last_seq).where(
+                            conversations.c.id == draft.conversation_id
                         )
                     )
                 message = ChatMessage(
@@ -256,7 +257,7 @@ async def append(
                 # a resend hits the unique (conversation, sender, client_msg_id) key: the
                 # IntegrityError path below finds the first send (no lookup on every send)
                 await db.execute(
-                    insert(ConversationMessage).values(
+                    insert(ConversationMessage.__table__).values(
                         id=message.id,
                         conversation_id=message.conversation_id,
                         seq=seq,
@@ -359,21 +360,20 @@ async def _append_sqlite(
 async def read_up_to(db: AsyncSession, conversation_id: int, user_id: int, seq: int) -> None:
     """Move a read marker forward inside the caller's transaction (one upsert)."""
     marker = {"conversation_id": conversation_id, "user_id": user_id, "last_read_seq": seq}
+    reads = ConversationRead.__table__  # Core: the ORM's DML path costs CPU on every send
     if db.bind.dialect.name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        stmt = sqlite_insert(ConversationRead).values(marker)
+        stmt = sqlite_insert(reads).values(marker)
         stmt = stmt.on_conflict_do_update(
             index_elements=["conversation_id", "user_id"],
-            set_={"last_read_seq": func.max(ConversationRead.last_read_seq, seq)},
+            set_={"last_read_seq": func.max(reads.c.last_read_seq, seq)},
         )
     else:
         from sqlalchemy.dialects.mysql import insert as mysql_insert
 
-        stmt = mysql_insert(ConversationRead).values(marker)
-        stmt = stmt.on_duplicate_key_update(
-            last_read_seq=func.greatest(ConversationRead.last_read_seq, seq)
-        )
+        stmt = mysql_insert(reads).values(marker)
+        stmt = stmt.on_duplicate_key_update(last_read_seq=func.greatest(reads.c.last_read_seq, seq))
     await db.execute(stmt)
 
 
@@ -587,7 +587,7 @@ async def _deliver_once(
                         InboxEntry.seq,
                     ).where(InboxEntry.message_id == message.id, InboxEntry.user_id.in_(users))
                 )
-            ).tuples()
+            )
         ]
     done = {r.user_id for r in existing}
     fresh = [u for u in users if u not in done]
@@ -599,7 +599,7 @@ async def _deliver_once(
         else:  # MySQL: a consistent read sees this transaction's own writes
             await db.execute(bump)
             rows = await db.execute(select(user_id, last_seq).where(user_id.in_(fresh)))
-        counters = dict(rows.tuples().all())
+        counters = dict(rows.all())
         if len(counters) < len(fresh):
             raise _MissingCounters(set(fresh) - set(counters))
     now = utcnow()

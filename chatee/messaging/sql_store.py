@@ -48,7 +48,7 @@ class SqlMessageStore(MessageStore):
             .limit(limit)
         )
         async with self.db() as db:
-            rows = (await db.execute(stmt)).tuples().all()
+            rows = (await db.execute(stmt)).all()
         return [
             InboxItem(entry.user_id, entry.inbox_seq, ledger.row_message(message))
             for entry, message in rows
