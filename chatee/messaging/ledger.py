@@ -242,18 +242,8 @@ async def append(
                             conversations.c.id == draft.conversation_id
                         )
                     )
-                message = ChatMessage(
-                    id=new_id(),
-                    conversation_id=draft.conversation_id,
-                    seq=seq,
-                    sender_id=draft.sender_id,
-                    sender_type=draft.sender_type,
-                    content=draft.content,
-                    client_msg_id=draft.client_msg_id,
-                    # whole seconds: what a MySQL DATETIME keeps, so a resend reads the same
-                    created_at=utcnow().replace(microsecond=0),
-                    meta=draft.meta,
-                )
+                # whole seconds: what a MySQL DATETIME keeps, so a resend reads the same
+                message = draft.stored(new_id(), seq, utcnow().replace(microsecond=0))
                 # a resend hits the unique (conversation, sender, client_msg_id) key: the
                 # IntegrityError path below finds the first send (no lookup on every send)
                 await db.execute(
@@ -336,17 +326,7 @@ async def _append_sqlite(
             seq = await batcher(work)
             if seq is None:
                 raise ConversationGone(draft.conversation_id)
-            return ChatMessage(
-                id=message_id,
-                conversation_id=draft.conversation_id,
-                seq=seq,
-                sender_id=draft.sender_id,
-                sender_type=draft.sender_type,
-                content=draft.content,
-                client_msg_id=draft.client_msg_id,
-                created_at=created,
-                meta=draft.meta,
-            ), True
+            return draft.stored(message_id, seq, created), True
         except sqlite3.IntegrityError:  # a resend, or the same client_msg_id raced in
             pass
         except sqlite3.OperationalError as exc:

@@ -18,6 +18,20 @@ class Draft:
     sender_type: str = "user"  # user | agent
     meta: dict[str, Any] | None = None
 
+    def stored(self, message_id: int, seq: int, created_at: datetime) -> ChatMessage:
+        """The message this draft became once the ledger gave it an id and a `seq`."""
+        return ChatMessage(
+            id=message_id,
+            conversation_id=self.conversation_id,
+            seq=seq,
+            sender_id=self.sender_id,
+            sender_type=self.sender_type,
+            content=self.content,
+            client_msg_id=self.client_msg_id,
+            created_at=created_at,
+            meta=self.meta,
+        )
+
 
 @dataclass(frozen=True)
 class ChatMessage:
