@@ -7,7 +7,7 @@ A caller is a user holding an access token (every scope) or a service holding an
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated, Literal
@@ -25,6 +25,7 @@ from temporalio.client import Client
 from api.errors import Problem, unavailable
 from chatee.bus import EventBus
 from chatee.config import Settings
+from chatee.logging import get_logger
 from chatee.models import ApiKey, utcnow
 from chatee.security import (
     API_KEY_PREFIX,
@@ -38,6 +39,7 @@ from chatee.security import (
     scope_allows,
 )
 
+log = get_logger(__name__)
 REVOKED_JTI = "chatee:auth:revoked:jti:"  # + jti, until the token's exp
 REVOKED_FAMILY = "chatee:auth:revoked:family:"  # + family id, for one access-token lifetime
 LAST_USED_EVERY = timedelta(seconds=60)  # an API key's last_used_at is written at most this often
@@ -96,9 +98,7 @@ async def authenticate(res: Resources, token: str) -> Principal | None:
         claims = decode_access_token(token, res.settings.jwt_secret.get_secret_value())
     except InvalidToken:
         return None
-    keys = [REVOKED_JTI + claims.jti] if claims.jti else []
-    if claims.family:
-        keys.append(REVOKED_FAMILY + claims.family)
+    keys = _deny_keys(claims)
     if keys:
         try:
             if await res.redis.exists(*keys):
@@ -124,6 +124,44 @@ async def _api_key(res: Resources, token: str) -> Principal | None:
     except SQLAlchemyError:
         raise unavailable("the database") from None
     return Principal(key.user_id, "api_key", key_id=key.id, scopes=frozenset(key.scopes or ()))
+
+
+async def revoked(res: Resources, principals: Sequence[Principal]) -> list[bool]:
+    """Which of these callers' credentials have been revoked since they were checked: for the
+    streams that stay open (WebSocket, SSE), re-checked now and then. One MGET for every
+    token's deny-list keys, one query for API keys. When Redis or the database cannot be
+    asked, nothing is reported revoked: a dependency blip must not drop every open stream."""
+    keys: list[list[str]] = [_deny_keys(p.claims) if p.claims else [] for p in principals]
+    flat = [key for ks in keys for key in ks]
+    key_ids = {p.key_id for p in principals if p.key_id is not None}
+    try:
+        hits = dict(zip(flat, await res.redis.mget(flat), strict=True)) if flat else {}
+        gone: set[int] = set()
+        if key_ids:
+            async with res.db() as db:
+                gone = set(
+                    (
+                        await db.scalars(
+                            select(ApiKey.id).where(
+                                ApiKey.id.in_(key_ids), ApiKey.revoked_at.is_not(None)
+                            )
+                        )
+                    ).all()
+                )
+    except (RedisError, SQLAlchemyError) as exc:
+        log.warning("could not re-check open streams' tokens", error=type(exc).__name__)
+        return [False] * len(principals)
+    return [
+        any(hits.get(k) for k in ks) or (p.key_id is not None and p.key_id in gone)
+        for p, ks in zip(principals, keys, strict=True)
+    ]
+
+
+def _deny_keys(claims: AccessClaims) -> list[str]:
+    keys = [REVOKED_JTI + claims.jti] if claims.jti else []
+    if claims.family:
+        keys.append(REVOKED_FAMILY + claims.family)
+    return keys
 
 
 def route_group(path: str) -> str | None:

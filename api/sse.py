@@ -2,22 +2,56 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 
 from sse_starlette import EventSourceResponse
 
+from api.deps import Principal, Resources, revoked
 from chatee.bus import Event
 
 TERMINAL_EVENTS = frozenset({"turn.completed", "turn.failed"})
 
 
-def event_source(events: AsyncIterator[Event]) -> EventSourceResponse:
+def event_source(
+    events: AsyncIterator[Event], res: Resources, caller: Principal
+) -> EventSourceResponse:
+    """The events as SSE, for as long as the caller's token stays valid: it is re-checked
+    every `security.stream_recheck_seconds`, and a revoked one ends the stream."""
+
     async def frames() -> AsyncIterator[dict[str, str]]:
-        async for event in events:
+        async for event in _while_valid(events, res, caller):
             yield {"id": event.id, "event": event.event, "data": json.dumps(event.data)}
 
     return EventSourceResponse(frames(), ping=15, headers={"Cache-Control": "no-cache"})
+
+
+async def _while_valid(
+    events: AsyncIterator[Event], res: Resources, caller: Principal
+) -> AsyncIterator[Event]:
+    period = res.settings.security.stream_recheck_seconds
+    upcoming = asyncio.ensure_future(anext(events))
+    checked = time.monotonic()
+    try:
+        while True:
+            wait = max(0.0, checked + period - time.monotonic())
+            done, _ = await asyncio.wait({upcoming}, timeout=wait)
+            if time.monotonic() - checked >= period:
+                if (await revoked(res, [caller]))[0]:
+                    return
+                checked = time.monotonic()
+            if not done:
+                continue
+            try:
+                event = upcoming.result()
+            except StopAsyncIteration:
+                return
+            yield event
+            upcoming = asyncio.ensure_future(anext(events))
+    finally:
+        upcoming.cancel()
 
 
 async def turn_events(events: AsyncIterator[Event], turn_id: str) -> AsyncIterator[Event]:

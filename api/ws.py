@@ -31,7 +31,7 @@ from fastapi import APIRouter, WebSocket
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from api.deps import Principal, Resources, authenticate
+from api.deps import Principal, Resources, authenticate, revoked
 from api.errors import Problem, dependency_down
 from api.limits import FrameGuard
 from api.routers.chat import submit_turn
@@ -70,15 +70,16 @@ class Connection:
     (the writer drains the queue and ends)."""
 
     __slots__ = (
-        "id", "hub", "ws", "user_id", "frames", "droppable", "cursor", "want", "syncing",
-        "filling", "closed", "tasks", "writer",
+        "id", "hub", "ws", "principal", "user_id", "frames", "droppable", "cursor", "want",
+        "syncing", "filling", "closed", "tasks", "writer",
     )  # fmt: skip
 
-    def __init__(self, hub: Hub, ws: WebSocket, user_id: int) -> None:
+    def __init__(self, hub: Hub, ws: WebSocket, principal: Principal) -> None:
         self.id = uuid.uuid4().hex
         self.hub = hub
         self.ws = ws
-        self.user_id = user_id
+        self.principal = principal  # re-checked by the hub: a revoked token closes the socket
+        self.user_id = principal.user_id
         self.frames: deque[tuple[str, bool]] | None = None
         self.droppable = 0
         self.cursor: int | None = None  # set by start(); pushes wait in `want` until then
@@ -296,6 +297,7 @@ class Hub:
             ("ws-leases", self._leases),
             ("ws-reconcile", self._reconcile),
             ("ws-recovery", self._recover),
+            ("ws-revocations", self._revocations),
         ]
         self.tasks = [asyncio.create_task(fn(), name=name) for name, fn in loops]
 
@@ -321,8 +323,9 @@ class Hub:
 
     # -- sockets ------------------------------------------------------------------------------
 
-    async def attach(self, ws: WebSocket, user_id: int, after: int | None) -> Connection:
-        conn = Connection(self, ws, user_id)
+    async def attach(self, ws: WebSocket, principal: Principal, after: int | None) -> Connection:
+        user_id = principal.user_id
+        conn = Connection(self, ws, principal)
         self.conns.setdefault(user_id, set()).add(conn)  # pushes from now on reach it
         try:
             head = (await self.messenger.store.inbox_heads([user_id]))[user_id]
@@ -420,6 +423,23 @@ class Hub:
                     await presence.renew(self.res.redis, leases, ttl)
                 except RedisError:
                     log.warning("presence renewal failed")
+
+    async def _revocations(self) -> None:
+        """Close the sockets whose token or API key was revoked after they connected (logout,
+        a reused refresh token, a deleted key): one batched check per period."""
+        while True:
+            await asyncio.sleep(self.res.settings.security.stream_recheck_seconds)
+            conns = [c for group in self.conns.values() for c in group]
+            if not conns:
+                continue
+            try:
+                gone = await revoked(self.res, [c.principal for c in conns])
+            except Exception as exc:
+                _background_failure("re-checking sockets' tokens failed", exc)
+                continue
+            for conn, is_revoked in zip(conns, gone, strict=True):
+                if is_revoked:
+                    self._spawn(conn.close(UNAUTHORIZED, "token revoked"))
 
     async def reconcile(self) -> None:
         users = list(self.conns)
@@ -522,7 +542,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         return
     user_id, guard = principal.user_id, FrameGuard(hub.res.settings, principal)
     try:
-        conn = await hub.attach(ws, user_id, _int_param(ws.query_params.get("after")))
+        conn = await hub.attach(ws, principal, _int_param(ws.query_params.get("after")))
     except Exception:
         log.exception("could not attach a socket", user=user_id)
         await ws.close(1011, "try again shortly")

@@ -136,6 +136,8 @@ class Security(BaseModel):
     ws_max_frame_bytes: int | None = Field(None, gt=0)  # unset: limits.max_request_bytes
     ws_messages_per_second: float = Field(20, gt=0)  # per connection, sustained
     ws_message_burst: int = Field(40, gt=0)  # per connection, all at once
+    # open WebSocket / SSE streams re-check their token this often; a revoked one is closed
+    stream_recheck_seconds: float = Field(15, gt=0)
 
 
 class Observability(BaseModel):

@@ -145,6 +145,7 @@ def stack_env(
         "CHATEE_MCP__ALLOW_LOOPBACK": "true",  # the test MCP servers listen on 127.0.0.1
         "CHATEE_MCP__STDIO_ALLOWLIST": json.dumps([sys.executable, "node"]),
         "CHATEE_LOG_LEVEL": "info",
+        "CHATEE_SECURITY__STREAM_RECHECK_SECONDS": "1",  # revoked tokens close open streams fast
         "PYTHONUNBUFFERED": "1",
     }
 

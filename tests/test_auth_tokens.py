@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
+import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.security_support import (
     MCP_HEADERS,
@@ -111,3 +115,49 @@ async def test_logout_revokes_the_token_on_http_sse_websocket_and_mcp(
     assert_problem(await http.post("/api/v1/auth/logout", headers=bearer(pair["token"])), 401)
     # the user's other login is untouched
     assert await status_with(http, kept["token"]) == 200
+
+
+async def test_logout_and_key_deletion_close_streams_that_are_already_open(
+    http: httpx.AsyncClient, stack: Stack
+) -> None:
+    """Open streams re-check their credentials (every second in these tests): after a logout
+    the WebSocket closes with 4401 and the SSE stream ends; a deleted API key does the same
+    to its socket. The user's other login keeps its socket."""
+    name = username()
+    pair = await register(http, name)
+    kept = await login(http, name)
+    user = Api(http, pair["token"], pair["user_id"])
+    session = await user.new_session()
+    made = await http.post(
+        "/api/v1/api-keys", json={"name": "bot", "scopes": ["chat"]}, headers=bearer(kept["token"])
+    )
+    assert made.status_code == 201, made.text
+    key = made.json()
+
+    async with (
+        connect(ws_url(stack, pair["token"]), open_timeout=10) as logged_out,
+        connect(ws_url(stack, kept["token"]), open_timeout=10) as other_login,
+        connect(ws_url(stack, key["key"]), open_timeout=10) as keyed,
+        http.stream(
+            "GET", f"/api/v1/sessions/{session['id']}/events", headers=bearer(pair["token"])
+        ) as sse,
+    ):
+        for socket_ in (logged_out, other_login, keyed):
+            assert (await ping(socket_))["type"] == "pong"
+        assert sse.status_code == 200
+        r = await http.post("/api/v1/auth/logout", headers=bearer(pair["token"]))
+        assert r.status_code == 204, r.text
+        r = await http.delete(f"/api/v1/api-keys/{key['id']}", headers=bearer(kept["token"]))
+        assert r.status_code == 204, r.text
+
+        for socket_ in (logged_out, keyed):
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(socket_.recv(), 30)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+        await asyncio.wait_for(_drain(sse), 30)  # the stream ends: the server closed it
+        assert (await ping(other_login))["type"] == "pong"
+
+
+async def _drain(response: httpx.Response) -> None:
+    async for _ in response.aiter_raw():
+        pass

@@ -14,7 +14,7 @@ from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeou
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import DB, Res, UserId
+from api.deps import DB, Caller, Res, UserId
 from api.errors import Problem, not_found, unavailable
 from api.routers.sessions import owned_session_or_404
 from api.schemas import ChatAccepted, ChatIn
@@ -40,11 +40,11 @@ async def send(body: ChatIn, user_id: UserId, db: DB, res: Res) -> ChatAccepted:
     response_class=EventSourceResponse,
     responses={200: {"content": {"text/event-stream": {}}}},
 )
-async def stream(body: ChatIn, user_id: UserId, db: DB, res: Res) -> EventSourceResponse:
+async def stream(body: ChatIn, caller: Caller, db: DB, res: Res) -> EventSourceResponse:
     """Queue a turn and stream its events, ending after `turn.completed` or `turn.failed`."""
-    accepted, after = await submit_turn(body, user_id, db, res)
+    accepted, after = await submit_turn(body, caller.user_id, db, res)
     events = res.bus.follow(int(body.session_id), after)
-    return event_source(turn_events(events, accepted.turn_id))
+    return event_source(turn_events(events, accepted.turn_id), res, caller)
 
 
 async def submit_turn(body: ChatIn, user_id: int, db: DB, res: Res) -> tuple[ChatAccepted, str]:

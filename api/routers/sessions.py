@@ -13,7 +13,7 @@ from sse_starlette import EventSourceResponse
 from temporalio.client import WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.deps import DB, Res, UserId, parse_id
+from api.deps import DB, Caller, Res, UserId, parse_id
 from api.errors import Problem, not_found, unavailable
 from api.schemas import (
     CancelIn,
@@ -250,7 +250,7 @@ def parse_before(before: str | None) -> int | None:
 )
 async def session_events(
     session_id: str,
-    user_id: UserId,
+    caller: Caller,
     db: DB,
     res: Res,
     after: Annotated[
@@ -260,7 +260,7 @@ async def session_events(
 ) -> EventSourceResponse:
     """SSE of the session's events. `id:` is the Redis stream id; reconnect with
     `Last-Event-ID` (or `?after=`) to resume. Without either, only new events are sent."""
-    session = await owned_session_or_404(db, user_id, session_id)
+    session = await owned_session_or_404(db, caller.user_id, session_id)
     cursor = last_event_id or after
     if cursor is not None and not is_stream_id(cursor):
         raise Problem(
@@ -271,4 +271,4 @@ async def session_events(
     if cursor is None:
         cursor = await res.bus.last_id(session.id)
     await db.close()  # do not hold a pooled connection for the life of the stream
-    return event_source(res.bus.follow(session.id, cursor))
+    return event_source(res.bus.follow(session.id, cursor), res, caller)
