@@ -281,6 +281,43 @@ async def test_fanout_state_is_pending_until_marked(store) -> None:
     assert other.id not in await s.pending_fanouts(later, 10_000)
 
 
+async def test_append_delivered_stores_delivers_and_finishes_in_one_step(store) -> None:
+    s, factory = store
+    c = await conversation(factory)
+    users = [new_id() for _ in range(4)]
+    await s.deliver((await s.append(draft(c, users[0], "before")))[0], users[:2])
+    message, created, items = await s.append_delivered(draft(c, users[0], "both", "k1"), users)
+    assert created and message.seq == 2
+    assert {i.user_id: i.inbox_seq for i in items} == dict(zip(users, [2, 2, 1, 1], strict=True))
+    assert message.id not in await s.pending_fanouts(datetime.now(UTC) + timedelta(seconds=5))
+    for user, expected in zip(users, [["before", "both"]] * 2 + [["both"]] * 2, strict=True):
+        assert [i.message.content for i in await s.inbox(user, 0, 10)] == expected
+    # a resend gets the first send and delivers nothing again
+    again, created, items = await s.append_delivered(draft(c, users[0], "both", "k1"), users)
+    assert (again.id, created, items) == (message.id, False, [])
+    assert [i.inbox_seq for i in await s.inbox(users[3], 0, 10)] == [1]
+    with pytest.raises(ConversationGone):
+        await s.append_delivered(draft(new_id(), users[0], "nobody home"), users)
+
+
+async def test_concurrent_append_delivered_keep_seqs_and_inboxes_gap_free(store) -> None:
+    s, factory = store
+    rooms = [await conversation(factory) for _ in range(3)]
+    users = [new_id() for _ in range(6)]
+    _known_counters(factory).update(users[:2])  # stale memory: counter rows are missing
+    sends = [
+        s.append_delivered(draft(rooms[n % 3], users[n % 6], f"m{n}"), users[n % 3 :])
+        for n in range(30)
+    ]
+    results = await asyncio.gather(*sends)
+    for room in rooms:
+        seqs = sorted(m.seq for m, _, _ in results if m.conversation_id == room)
+        assert seqs == list(range(1, 11))
+    for n, user in enumerate(users):
+        got = [i.inbox_seq for i in await s.inbox(user, 0, 100)]
+        assert got == list(range(1, sum(1 for k in range(30) if n >= k % 3) + 1))
+
+
 def test_hbase_row_keys_scan_newest_first_and_spread_over_salt_buckets() -> None:
     """The key layout alone (no server needed): what makes the HBase scans single ranges."""
     from chatee.messaging.hbase_store import inbox_key, message_key, salt

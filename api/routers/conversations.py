@@ -349,7 +349,13 @@ async def mark_read(conversation_id: str, body: ReadIn, user_id: UserId, m: Msg)
 async def post_message(
     res: Res, m: Messenger, view: View, user_id: int, content: str, client_msg_id: str | None
 ) -> ChatMessage:
-    sent = await m.append(view, user_id, content, client_msg_id or f"srv-{uuid.uuid4().hex}")
+    sent = await m.append(
+        view,
+        user_id,
+        content,
+        client_msg_id or f"srv-{uuid.uuid4().hex}",
+        fan_out=not might_run_agents(view, content),
+    )
     if sent.pending:
         await complete_send(res, m, view, sent.message)
     return sent.message
@@ -374,6 +380,12 @@ async def complete_send(res: Res, m: Messenger, view: View, message: ChatMessage
 
 def _norm(name: str) -> str:
     return re.sub(r"\s+", "-", name.strip().lower())
+
+
+def might_run_agents(view: View, content: str) -> bool:
+    """Whether `agents_to_run` could find any (without its lookups): a private chat with an
+    agent, or an `@mention`."""
+    return bool(view.agent_ids()) if view.type == "private" else MENTION.search(content) is not None
 
 
 async def agents_to_run(m: Messenger, view: View, message: ChatMessage) -> list[int]:

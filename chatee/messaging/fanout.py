@@ -134,13 +134,20 @@ async def deliver_and_push(
     finish: bool = False,
     path: str = "inline",
 ) -> list[InboxItem]:
-    """Write the inbox entries, then push them. `path` labels the fan-out lag metric:
-    `inline` (the API, small audiences) or `workflow` (MessageFanout batches)."""
+    """Write the inbox entries, then push them."""
     items = await store.deliver(message, user_ids, finish)
+    await push_delivered(pushes, message, items, path)
+    return items
+
+
+async def push_delivered(
+    pushes: Pushes, message: ChatMessage, items: Sequence[InboxItem], path: str = "inline"
+) -> None:
+    """Push inbox entries just written. `path` labels the fan-out lag metric: `inline` (the
+    API, small audiences) or `workflow` (MessageFanout batches)."""
     if items:
         record_fanout(message.id, path)
     await pushes.messages(message, items)
-    return items
 
 
 async def member_users(

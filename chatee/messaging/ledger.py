@@ -30,6 +30,7 @@ import random
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import Insert, func, insert, select, update
@@ -224,44 +225,7 @@ async def append(
     for attempt in range(ATTEMPTS):
         async with _writing(factory), factory() as db:
             try:
-                conversations = Conversation.__table__  # Core: the ORM's DML path costs CPU
-                bump = (
-                    update(conversations)
-                    .where(conversations.c.id == draft.conversation_id)
-                    .values(last_seq=conversations.c.last_seq + 1, last_message_at=utcnow())
-                )
-                if db.bind.dialect.update_returning:  # SQLite: the new seq in the same trip
-                    seq = (await db.execute(bump.returning(conversations.c.last_seq))).scalar()
-                    if seq is None:
-                        raise ConversationGone(draft.conversation_id)
-                else:
-                    if (await db.execute(bump)).rowcount == 0:
-                        raise ConversationGone(draft.conversation_id)
-                    seq = await db.scalar(
-                        select(conversations.c.last_seq).where(
-                            conversations.c.id == draft.conversation_id
-                        )
-                    )
-                # whole seconds: what a MySQL DATETIME keeps, so a resend reads the same
-                message = draft.stored(new_id(), seq, utcnow().replace(microsecond=0))
-                # a resend hits the unique (conversation, sender, client_msg_id) key: the
-                # IntegrityError path below finds the first send (no lookup on every send)
-                await db.execute(
-                    insert(ConversationMessage.__table__).values(
-                        id=message.id,
-                        conversation_id=message.conversation_id,
-                        seq=seq,
-                        sender_id=message.sender_id,
-                        sender_type=message.sender_type,
-                        client_msg_id=message.client_msg_id,
-                        content=draft.content if keep_content else None,
-                        meta=draft.meta,
-                        fanout_status="pending",
-                        created_at=message.created_at,
-                    )
-                )
-                if draft.sender_type == "user":  # you have read what you wrote
-                    await read_up_to(db, draft.conversation_id, draft.sender_id, seq)
+                message = await _append_once(db, draft, keep_content)
                 if before_commit is not None:
                     await before_commit(message)
                 await db.commit()
@@ -277,53 +241,60 @@ async def append(
     raise RuntimeError(f"could not append to conversation {draft.conversation_id}")
 
 
+async def _append_once(db: AsyncSession, draft: Draft, keep_content: bool) -> ChatMessage:
+    """The append's statements, in the caller's transaction: the next `seq` (the conversation
+    row stays locked), the message row, the sender's read marker."""
+    conversations = Conversation.__table__  # Core: the ORM's DML path costs CPU
+    bump = (
+        update(conversations)
+        .where(conversations.c.id == draft.conversation_id)
+        .values(last_seq=conversations.c.last_seq + 1, last_message_at=utcnow())
+    )
+    if db.bind.dialect.update_returning:  # SQLite: the new seq in the same trip
+        seq = (await db.execute(bump.returning(conversations.c.last_seq))).scalar()
+        if seq is None:
+            raise ConversationGone(draft.conversation_id)
+    else:
+        if (await db.execute(bump)).rowcount == 0:
+            raise ConversationGone(draft.conversation_id)
+        seq = await db.scalar(
+            select(conversations.c.last_seq).where(conversations.c.id == draft.conversation_id)
+        )
+    # whole seconds: what a MySQL DATETIME keeps, so a resend reads the same
+    message = draft.stored(new_id(), seq, utcnow().replace(microsecond=0))
+    # a resend hits the unique (conversation, sender, client_msg_id) key: the caller's
+    # IntegrityError path finds the first send (no lookup on every send)
+    await db.execute(
+        insert(ConversationMessage.__table__).values(
+            id=message.id,
+            conversation_id=message.conversation_id,
+            seq=seq,
+            sender_id=message.sender_id,
+            sender_type=message.sender_type,
+            client_msg_id=message.client_msg_id,
+            content=draft.content if keep_content else None,
+            meta=draft.meta,
+            fanout_status="pending",
+            created_at=message.created_at,
+        )
+    )
+    if draft.sender_type == "user":  # you have read what you wrote
+        await read_up_to(db, draft.conversation_id, draft.sender_id, seq)
+    return message
+
+
 async def _append_sqlite(
     factory: Factory, draft: Draft, keep_content: bool
 ) -> tuple[ChatMessage, bool]:
     """`append` on SQLite, group-committed (see `_batcher_for`): the same three statements."""
     binds, batcher = _binds_for(factory), _batcher_for(factory)
     for attempt in range(ATTEMPTS):
-        now = utcnow()
+        message_id, now = new_id(), utcnow()
         created = now.replace(microsecond=0)  # whole seconds, as on the generic path
-        message_id = new_id()
-
-        def work(sq: sqlite3.Connection, now: datetime = now, created: datetime = created,
-                 message_id: int = message_id) -> int | None:  # fmt: skip
-            row = sq.execute(
-                "UPDATE conversations SET last_seq = last_seq + 1, last_message_at = ? "
-                "WHERE id = ? RETURNING last_seq",
-                (binds.last_message_at(now), draft.conversation_id),
-            ).fetchall()  # drained: no statement left running at commit
-            if not row:
-                return None
-            seq = row[0][0]
-            sq.execute(
-                "INSERT INTO conversation_messages (id, conversation_id, seq, sender_id, "
-                "sender_type, client_msg_id, content, meta, fanout_status, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
-                (
-                    message_id,
-                    draft.conversation_id,
-                    seq,
-                    draft.sender_id,
-                    draft.sender_type,
-                    draft.client_msg_id,
-                    draft.content if keep_content else None,
-                    binds.meta(draft.meta),
-                    binds.created_at(created),
-                ),
-            )
-            if draft.sender_type == "user":  # you have read what you wrote
-                sq.execute(
-                    "INSERT INTO conversation_reads (conversation_id, user_id, last_read_seq) "
-                    "VALUES (?, ?, ?) ON CONFLICT (conversation_id, user_id) DO UPDATE SET "
-                    "last_read_seq = max(last_read_seq, excluded.last_read_seq)",
-                    (draft.conversation_id, draft.sender_id, seq),
-                )
-            return seq
-
+        op = partial(_sqlite_append, binds=binds, draft=draft, keep_content=keep_content,
+                     message_id=message_id, now=now, created=created)  # fmt: skip
         try:
-            seq = await batcher(work)
+            seq = await batcher(op)
             if seq is None:
                 raise ConversationGone(draft.conversation_id)
             return draft.stored(message_id, seq, created), True
@@ -335,6 +306,120 @@ async def _append_sqlite(
         if (resent := await _resent_or_backoff(factory, draft, attempt)) is not None:
             return resent, False
     raise RuntimeError(f"could not append to conversation {draft.conversation_id}")
+
+
+def _sqlite_append(
+    sq: sqlite3.Connection,
+    *,
+    binds: _Binds,
+    draft: Draft,
+    keep_content: bool,
+    message_id: int,
+    now: datetime,
+    created: datetime,
+) -> int | None:
+    """`_append_once`'s statements on the raw connection: the new `seq`, or None when the
+    conversation is gone."""
+    row = sq.execute(
+        "UPDATE conversations SET last_seq = last_seq + 1, last_message_at = ? "
+        "WHERE id = ? RETURNING last_seq",
+        (binds.last_message_at(now), draft.conversation_id),
+    ).fetchall()  # drained: no statement left running at commit
+    if not row:
+        return None
+    seq = row[0][0]
+    sq.execute(
+        "INSERT INTO conversation_messages (id, conversation_id, seq, sender_id, "
+        "sender_type, client_msg_id, content, meta, fanout_status, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+        (
+            message_id,
+            draft.conversation_id,
+            seq,
+            draft.sender_id,
+            draft.sender_type,
+            draft.client_msg_id,
+            draft.content if keep_content else None,
+            binds.meta(draft.meta),
+            binds.created_at(created),
+        ),
+    )
+    if draft.sender_type == "user":  # you have read what you wrote
+        sq.execute(
+            "INSERT INTO conversation_reads (conversation_id, user_id, last_read_seq) "
+            "VALUES (?, ?, ?) ON CONFLICT (conversation_id, user_id) DO UPDATE SET "
+            "last_read_seq = max(last_read_seq, excluded.last_read_seq)",
+            (draft.conversation_id, draft.sender_id, seq),
+        )
+    return seq
+
+
+async def append_delivered(
+    factory: Factory, draft: Draft, user_ids: Sequence[int]
+) -> tuple[ChatMessage, bool, list[InboxRef]]:
+    """`append`, then `deliver(…, finish=True)` to `user_ids`, as ONE transaction.
+
+    For a small audience with nothing to do between storing and fanning out (no agent to
+    run): one write instead of two, and the message is never `pending`. Returns the message,
+    whether this call created it, and the inbox entries it made; a resend gets the first
+    send and no entries (whether that one finished is the caller's to look at)."""
+    users = sorted(set(user_ids))
+    await _ensure_counters(factory, users)
+    for attempt in range(ATTEMPTS):
+        try:
+            if _is_sqlite(factory):
+                message, refs = await _append_delivered_sqlite(factory, draft, users)
+            else:
+                message, refs = await _append_delivered_generic(factory, draft, users)
+            return message, True, refs
+        except _MissingCounters as exc:  # the process's memory of them was stale
+            _known_counters(factory).difference_update(exc.users)
+            await _ensure_counters(factory, sorted(exc.users))
+            continue
+        except (IntegrityError, sqlite3.IntegrityError):  # a resend
+            pass
+        except OperationalError as exc:
+            if not transient(exc):
+                raise
+        except sqlite3.OperationalError as exc:
+            if not _sqlite_transient(exc):
+                raise
+        if (resent := await _resent_or_backoff(factory, draft, attempt)) is not None:
+            return resent, False, []
+    raise RuntimeError(f"could not append to conversation {draft.conversation_id}")
+
+
+async def _append_delivered_sqlite(
+    factory: Factory, draft: Draft, users: list[int]
+) -> tuple[ChatMessage, list[InboxRef]]:
+    binds = _binds_for(factory)
+    message_id, now = new_id(), utcnow()
+    created = now.replace(microsecond=0)
+
+    def work(sq: sqlite3.Connection) -> tuple[ChatMessage, list[InboxRef]]:
+        seq = _sqlite_append(sq, binds=binds, draft=draft, keep_content=True,
+                             message_id=message_id, now=now, created=created)  # fmt: skip
+        if seq is None:
+            raise ConversationGone(draft.conversation_id)
+        message = draft.stored(message_id, seq, created)
+        refs, _ = _sqlite_deliver(sq, binds=binds, message=message, users=users, finish=True)
+        return message, refs
+
+    return await _batcher_for(factory)(work)
+
+
+async def _append_delivered_generic(
+    factory: Factory, draft: Draft, users: list[int]
+) -> tuple[ChatMessage, list[InboxRef]]:
+    async with _writing(factory), factory() as db:
+        try:
+            message = await _append_once(db, draft, keep_content=True)
+            refs, _ = await _deliver_once(db, message, users, finish=True, check=False)
+            await db.commit()
+        except BaseException:
+            await db.rollback()  # gives the seq and the inbox numbers back
+            raise
+        return message, refs
 
 
 async def read_up_to(db: AsyncSession, conversation_id: int, user_id: int, seq: int) -> None:
@@ -452,7 +537,9 @@ async def deliver(
     for attempt in range(ATTEMPTS):
         async with _writing(factory), factory() as db:
             try:
-                return await _deliver_once(db, message, users, finish, check)
+                delivered = await _deliver_once(db, message, users, finish, check)
+                await db.commit()
+                return delivered
             except _MissingCounters as exc:
                 await db.rollback()
                 _known_counters(factory).difference_update(exc.users)
@@ -478,58 +565,12 @@ async def deliver(
 async def _deliver_sqlite(
     factory: Factory, message: ChatMessage, users: list[int], finish: bool
 ) -> tuple[list[InboxRef], list[InboxRef]]:
-    """`deliver` on SQLite, group-committed (see `_batcher_for`), with the statements of
-    `_deliver_once`: bump-and-read the counters, skip users delivered before, insert."""
+    """`deliver` on SQLite, group-committed (see `_batcher_for`)."""
     binds, batcher = _binds_for(factory), _batcher_for(factory)
-    marks = ", ".join("?" * len(users))
-
-    def work(sq: sqlite3.Connection) -> tuple[list[InboxRef], list[InboxRef]]:
-        # the batch holds the write lock (BEGIN IMMEDIATE): read, then bump what is fresh
-        existing = [
-            InboxRef(*row)
-            for row in sq.execute(
-                "SELECT user_id, inbox_seq, message_id, conversation_id, seq FROM inbox_entries "
-                f"WHERE message_id = ? AND user_id IN ({marks})",
-                [message.id, *users],
-            ).fetchall()
-        ]
-        done = {r.user_id for r in existing}
-        fresh = [u for u in users if u not in done]
-        counters = dict(
-            sq.execute(
-                "UPDATE user_inbox_counters SET last_seq = last_seq + 1 "
-                f"WHERE user_id IN ({', '.join('?' * len(fresh))}) RETURNING user_id, last_seq",
-                fresh,
-            ).fetchall()
-            if fresh
-            else ()
-        )
-        if len(counters) < len(fresh):
-            raise _MissingCounters(set(fresh) - set(counters))
-        refs = [
-            InboxRef(u, counters[u], message.id, message.conversation_id, message.seq)
-            for u in fresh
-        ]
-        if refs:
-            created = binds.inbox_created_at(utcnow())
-            sq.executemany(
-                "INSERT INTO inbox_entries (user_id, inbox_seq, message_id, conversation_id, "
-                "seq, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (r.user_id, r.inbox_seq, r.message_id, r.conversation_id, r.seq, created)
-                    for r in refs
-                ],
-            )
-        if finish:
-            sq.execute(
-                "UPDATE conversation_messages SET fanout_status = 'done' WHERE id = ?",
-                (message.id,),
-            )
-        return refs, existing
-
+    op = partial(_sqlite_deliver, binds=binds, message=message, users=users, finish=finish)
     for attempt in range(ATTEMPTS):
         try:
-            return await batcher(work)
+            return await batcher(op)
         except _MissingCounters as exc:  # the process's memory of them was stale
             _known_counters(factory).difference_update(exc.users)
             await _ensure_counters(factory, sorted(exc.users))
@@ -543,12 +584,58 @@ async def _deliver_sqlite(
     raise RuntimeError(f"could not deliver message {message.id}")
 
 
+def _sqlite_deliver(
+    sq: sqlite3.Connection, *, binds: _Binds, message: ChatMessage, users: list[int], finish: bool
+) -> tuple[list[InboxRef], list[InboxRef]]:
+    """`_deliver_once`'s statements on the raw connection. The batch holds the write lock
+    (BEGIN IMMEDIATE), so it reads what was delivered before, then bumps what is fresh."""
+    existing = [
+        InboxRef(*row)
+        for row in sq.execute(
+            "SELECT user_id, inbox_seq, message_id, conversation_id, seq FROM inbox_entries "
+            f"WHERE message_id = ? AND user_id IN ({', '.join('?' * len(users))})",
+            [message.id, *users],
+        ).fetchall()
+    ]
+    done = {r.user_id for r in existing}
+    fresh = [u for u in users if u not in done]
+    counters = dict(
+        sq.execute(
+            "UPDATE user_inbox_counters SET last_seq = last_seq + 1 "
+            f"WHERE user_id IN ({', '.join('?' * len(fresh))}) RETURNING user_id, last_seq",
+            fresh,
+        ).fetchall()
+        if fresh
+        else ()
+    )
+    if len(counters) < len(fresh):
+        raise _MissingCounters(set(fresh) - set(counters))
+    refs = [
+        InboxRef(u, counters[u], message.id, message.conversation_id, message.seq) for u in fresh
+    ]
+    if refs:
+        created = binds.inbox_created_at(utcnow())
+        sq.executemany(
+            "INSERT INTO inbox_entries (user_id, inbox_seq, message_id, conversation_id, "
+            "seq, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (r.user_id, r.inbox_seq, r.message_id, r.conversation_id, r.seq, created)
+                for r in refs
+            ],
+        )
+    if finish:
+        sq.execute(
+            "UPDATE conversation_messages SET fanout_status = 'done' WHERE id = ?", (message.id,)
+        )
+    return refs, existing
+
+
 async def _deliver_once(
     db: AsyncSession, message: ChatMessage, users: list[int], finish: bool, check: bool
 ) -> tuple[list[InboxRef], list[InboxRef]]:
-    """One delivery transaction. Without `check` it does not look for entries delivered
-    before: if there are any, the unique (user, message) key refuses the insert and the
-    caller retries with `check`."""
+    """One delivery's statements, in the caller's transaction. Without `check` it does not
+    look for entries delivered before: if there are any, the unique (user, message) key
+    refuses the insert and the caller retries with `check`."""
     # Core statements throughout: the ORM's unit of work costs CPU on every send
     counters_table = UserInboxCounter.__table__
     user_id, last_seq = counters_table.c.user_id, counters_table.c.last_seq
@@ -607,7 +694,6 @@ async def _deliver_once(
             .where(ConversationMessage.id == message.id)
             .values(fanout_status="done")
         )
-    await db.commit()
     return refs, existing
 
 

@@ -26,7 +26,7 @@ from chatee.logging import get_logger
 from chatee.messaging import conversations, ledger
 from chatee.messaging.cache import Cache
 from chatee.messaging.conversations import MessagingError, View
-from chatee.messaging.fanout import Pushes, deliver_and_push
+from chatee.messaging.fanout import Pushes, deliver_and_push, push_delivered
 from chatee.messaging.store import MessageStore
 from chatee.messaging.types import ChatMessage, Draft
 from workflows.fanout import FANOUT_WORKFLOW, FanoutInput, fanout_workflow_id
@@ -71,20 +71,33 @@ class Messenger:
         client_msg_id: str,
         sender_type: str = "user",
         meta: dict[str, Any] | None = None,
+        *,
+        fan_out: bool = False,
     ) -> Sent:
+        """Store the message once per client_msg_id. `fan_out`: nothing has to happen between
+        storing and fanning out (no agent to run), so a small audience gets its inbox entries
+        in the same write and its pushes before this returns (the answer is not `pending`)."""
         limit = self.settings.limits.max_message_bytes
         if len(content.encode()) > limit:
             raise MessagingError(413, f"content is over the {limit}-byte limit", "too-large")
         draft = Draft(view.id, sender_id, content, client_msg_id, sender_type, meta)
+        users = view.user_ids()
+        inline = fan_out and len(users) <= min(
+            self.knobs.fanout_workflow_threshold, self.knobs.fanout_batch_size
+        )
         try:
-            message, created = await self.store.append(draft)
+            if inline:
+                message, created, items = await self.store.append_delivered(draft, users)
+            else:
+                message, created = await self.store.append(draft)
         except ledger.ConversationGone:
             raise conversations.not_found() from None
-        pending = created
-        if not created:
-            row = await ledger.message_row(self.db, message.id)
-            pending = row is not None and row.fanout_status == "pending"
-        return Sent(message, created, pending)
+        if created:
+            if inline:
+                await push_delivered(self.pushes, message, items)
+            return Sent(message, True, pending=not inline)
+        row = await ledger.message_row(self.db, message.id)  # a resend: did the first finish?
+        return Sent(message, False, row is not None and row.fanout_status == "pending")
 
     async def fan_out(self, view: View, message: ChatMessage) -> None:
         """Inline for small audiences, else through the workflow (returns once started)."""

@@ -33,6 +33,12 @@ class SqlMessageStore(MessageStore):
         async with self.db() as db:
             return [ledger.row_message(r) for r in (await db.execute(stmt)).scalars()]
 
+    async def append_delivered(
+        self, draft: Draft, user_ids: Sequence[int]
+    ) -> tuple[ChatMessage, bool, list[InboxItem]]:
+        message, created, refs = await ledger.append_delivered(self.db, draft, user_ids)
+        return message, created, [_item(r, message) for r in sorted(refs, key=lambda r: r.user_id)]
+
     async def deliver(
         self, message: ChatMessage, user_ids: Sequence[int], finish: bool = False
     ) -> list[InboxItem]:

@@ -46,6 +46,18 @@ class MessageStore(ABC):
         whether this call or an earlier one made it. `finish`: the last batch of the message's
         fan-out — it is marked done in the same transaction."""
 
+    async def append_delivered(
+        self, draft: Draft, user_ids: Sequence[int]
+    ) -> tuple[ChatMessage, bool, list[InboxItem]]:
+        """`append`, then `deliver(…, finish=True)`: the message, whether this call created
+        it, and its inbox entries (none for a resend). Stores whose ledger write can hold
+        both do them as one transaction; this default takes two steps (a crash between them
+        leaves the message `pending`, which recovery finishes)."""
+        message, created = await self.append(draft)
+        if not created:
+            return message, False, []
+        return message, True, await self.deliver(message, user_ids, finish=True)
+
     @abstractmethod
     async def inbox(self, user_id: int, after: int, limit: int) -> list[InboxItem]:
         """The user's entries with `inbox_seq > after`, ascending and contiguous."""
