@@ -4,8 +4,10 @@ A send is: append (store once, next `seq`, idempotent on client_msg_id), then fa
 Conversations with at most `fanout_workflow_threshold` user members fan out inline, batch by
 batch; larger ones start the `MessageFanout` workflow, and the send is acknowledged once the
 workflow is started (durable from there on). Until a fan-out finishes the ledger row says
-`pending`, so if the process dies half-way the recovery loop (`resume_pending`) restarts the
+`pending`, so if the process dies half-way the recovery loop (`Hub._recover`) restarts the
 remainder through the workflow — a resend with the same client_msg_id does the same at once.
+The common case — a small audience and no agent to run — is one ledger write that stores the
+message, fills every member's inbox and marks it done, so it is never `pending` at all.
 """
 
 from __future__ import annotations
