@@ -699,11 +699,15 @@ def main() -> None:
     parser.add_argument("--logs", type=Path, help="copy the API processes' logs here")
     args = parser.parse_args()
     args.rates = [float(r) for r in args.rates.split(",") if r]
-    report = asyncio.run(run(args))
+    emit(asyncio.run(run(args)), args.out)
+
+
+def emit(report: dict[str, Any], out: Path | None) -> None:
+    """The report as JSON on stdout, and in `out` when given."""
     text = json.dumps(report, indent=2)
     print(text)
-    if args.out:
-        args.out.write_text(text)
+    if out:
+        out.write_text(text)
 
 
 if __name__ == "__main__":

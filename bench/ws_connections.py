@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import time
@@ -31,6 +30,7 @@ from typing import Any
 from bench.chat_fanout import (
     Generators,
     Spec,
+    emit,
     log,
     make_users,
     proc_cpu_s,
@@ -164,11 +164,7 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    report = asyncio.run(run(args))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    emit(asyncio.run(run(args)), args.out)
 
 
 if __name__ == "__main__":
