@@ -19,14 +19,11 @@ from activities.deps import Deps
 from activities.steps import announce, complete, heartbeating
 from activities.turns import finish_turn
 from chatee import store
-from chatee.llm import LLMNotConfigured, estimate_tokens
-from chatee.logging import scrub
+from chatee.llm import PERMANENT_STATUS, LLMNotConfigured, estimate_tokens, rejection_message
 from chatee.metrics import observe_llm, record_tokens
 from chatee.models import Agent, Message
 from workflows.executor import add_usage
 from workflows.types import FinishTurnInput, StepInput, StepResult, ToolCallRef
-
-PERMANENT_STATUS = {400, 401, 403, 404, 422}
 
 
 class LLMActivities:
@@ -250,20 +247,11 @@ def _classify(exc: openai.APIStatusError, provider: str) -> Exception:
     if exc.status_code in PERMANENT_STATUS:
         return ApplicationError(
             f"the {provider} provider rejected the request "
-            f"(HTTP {exc.status_code}): {scrub(_provider_message(exc))}",  # may echo our key
+            f"(HTTP {exc.status_code}): {rejection_message(exc)}",
             type="ProviderRejected",
             non_retryable=True,
         )
     return exc
-
-
-def _provider_message(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])[:300]
-    return exc.message[:300]
 
 
 async def load_agent(db: AsyncSession, agent_id: str) -> Agent:

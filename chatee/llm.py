@@ -9,14 +9,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+import openai
 import tiktoken
 from openai import AsyncOpenAI
 
 from chatee.config import Settings
+from chatee.logging import scrub
+
+# answers the same request will always get again: not worth a retry
+PERMANENT_STATUS = frozenset({400, 401, 403, 404, 422})
 
 
 class LLMNotConfigured(Exception):
     pass
+
+
+def rejection_message(exc: openai.APIStatusError) -> str:
+    """The provider's own words for a refused request, scrubbed: they reach clients and
+    workflow history, and a provider may echo parts of the request, our API key included."""
+    body = exc.body
+    message = exc.message
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and error.get("message"):
+            message = str(error["message"])
+    return scrub(message)[:300]
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ import numpy as np
 import openai
 from openai import AsyncOpenAI
 
+from chatee.llm import PERMANENT_STATUS, rejection_message
+
 DTYPE = np.dtype("<f4")  # stored as little-endian float32 bytes
-PERMANENT_STATUS = {400, 401, 403, 404, 422}
 
 
 class EmbeddingRejected(Exception):
@@ -39,7 +40,7 @@ async def embed_texts(
             if exc.status_code in PERMANENT_STATUS:
                 raise EmbeddingRejected(
                     f"the embeddings provider rejected the request ({exc.status_code}): "
-                    f"{_message(exc)}"
+                    f"{rejection_message(exc)}"
                 ) from None
             raise
         data = sorted(response.data, key=lambda item: item.index)
@@ -63,12 +64,3 @@ def to_bytes(vector: np.ndarray) -> bytes:
 
 def from_bytes(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype=DTYPE)
-
-
-def _message(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])[:300]
-    return str(exc.message)[:300]
