@@ -53,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
         _keep_logs,
         _spawn_llm,
         busy_note,
+        chatee_env,
         forget_events,
         log,
         machine,
@@ -119,14 +120,7 @@ async def world(args: argparse.Namespace) -> AsyncIterator[World]:
             stack.callback(stop_process, llm_proc)
 
             env_vars = {
-                "CHATEE_TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
-                "CHATEE_REDIS_URL": redis_url,
-                "CHATEE_DATABASE_URL": database_url,
-                "CHATEE_JWT_SECRET": "bench-jwt-secret-" + uuid.uuid4().hex,
-                "CHATEE_LLM_OPENAI_BASE_URL": llm_url,
-                "CHATEE_LLM_OPENAI_API_KEY": "sk-bench-" + uuid.uuid4().hex,
-                "CHATEE_LOG_LEVEL": "warning",
-                "PYTHONUNBUFFERED": "1",
+                **chatee_env(env, redis_url, database_url, llm_url),
                 # workflow tasks are CPU-bound: more in flight than cores can finish within the
                 # workflow task timeout makes them time out and retry (congestion collapse)
                 "CHATEE_WORKERS__AGENTS__MAX_CONCURRENT_WORKFLOW_TASKS": str(args.workflow_tasks),

@@ -267,6 +267,23 @@ class World:
         return self.env.client
 
 
+def chatee_env(
+    env: WorkflowEnvironment, redis_url: str, database_url: str, llm_url: str
+) -> dict[str, str]:
+    """What a benchmark's `chatee` processes are started with: the world's services, fresh
+    secrets, the scripted LLM server, warnings only."""
+    return {
+        "CHATEE_TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+        "CHATEE_REDIS_URL": redis_url,
+        "CHATEE_DATABASE_URL": database_url,
+        "CHATEE_JWT_SECRET": "bench-jwt-secret-" + uuid.uuid4().hex,
+        "CHATEE_LLM_OPENAI_BASE_URL": llm_url,
+        "CHATEE_LLM_OPENAI_API_KEY": "sk-bench-" + uuid.uuid4().hex,
+        "CHATEE_LOG_LEVEL": "warning",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
 def _spawn_llm(tmp: Path) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.llm_server", "--port", "0"],
@@ -349,19 +366,7 @@ async def world(dynamic_config: list[str]) -> AsyncIterator[World]:
             llm_proc, llm_url = await asyncio.to_thread(_spawn_llm, tmp)
             stack.callback(stop_process, llm_proc)
 
-            chatee = Stack(
-                env={
-                    "CHATEE_TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
-                    "CHATEE_REDIS_URL": redis_url,
-                    "CHATEE_DATABASE_URL": database_url,
-                    "CHATEE_JWT_SECRET": "bench-jwt-secret-" + uuid.uuid4().hex,
-                    "CHATEE_LLM_OPENAI_BASE_URL": llm_url,
-                    "CHATEE_LLM_OPENAI_API_KEY": "sk-bench-" + uuid.uuid4().hex,
-                    "CHATEE_LOG_LEVEL": "warning",
-                    "PYTHONUNBUFFERED": "1",
-                },
-                tmp=tmp,
-            )
+            chatee = Stack(env=chatee_env(env, redis_url, database_url, llm_url), tmp=tmp)
             stack.callback(chatee.stop)
             log("starting chatee worker and api")
             await start_worker(chatee, env.client)
