@@ -4,6 +4,9 @@ message is what the user sees as the document's `error`."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -15,9 +18,16 @@ from chatee.rag.embed import EmbeddingRejected
 from chatee.rag.parse import UnreadableDocument
 from workflows.ingest import DocumentStep
 
+# failures no retry can fix: the attempt ends at once, and the message is the document's error
+PERMANENT = (UnreadableDocument, LLMNotConfigured, EmbeddingRejected, documents.Superseded)
 
-def _permanent(exc: Exception, kind: str) -> ApplicationError:
-    return ApplicationError(str(exc), type=kind, non_retryable=True)
+
+@contextlib.contextmanager
+def _permanent_failures() -> Iterator[None]:
+    try:
+        yield
+    except PERMANENT as exc:
+        raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from None
 
 
 class IngestActivities:
@@ -26,37 +36,25 @@ class IngestActivities:
 
     @activity.defn(name="PrepareDocument")
     async def prepare(self, step: DocumentStep) -> int:
-        try:
+        with _permanent_failures():
             return await documents.prepare(
                 self.deps.db, int(step.document_id), step.version, self.deps.settings.rag
             )
-        except UnreadableDocument as exc:
-            raise _permanent(exc, "UnreadableDocument") from None
-        except documents.Superseded as exc:
-            raise _permanent(exc, "Superseded") from None
 
     @activity.defn(name="EmbedChunks")
     async def embed(self, step: DocumentStep) -> int:
         rag = self.deps.settings.rag
-        try:
+        with _permanent_failures():
             client = self.deps.llm.get(rag.embedding_provider)
             async with heartbeating():
                 return await documents.embed_batch(
                     self.deps.db, client, rag, int(step.document_id), step.version, step.start,
                     step.end,
                 )  # fmt: skip
-        except LLMNotConfigured as exc:
-            raise _permanent(exc, "LLMNotConfigured") from None
-        except EmbeddingRejected as exc:
-            raise _permanent(exc, "EmbeddingRejected") from None
-        except documents.Superseded as exc:
-            raise _permanent(exc, "Superseded") from None
 
     @activity.defn(name="FinishDocument")
     async def finish(self, step: DocumentStep) -> None:
-        try:
+        with _permanent_failures():
             await documents.finish(
                 self.deps.db, int(step.document_id), step.version, step.status, step.error
             )
-        except documents.Superseded as exc:
-            raise _permanent(exc, "Superseded") from None
