@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import DB, Res, UserId, parse_id
 from api.errors import Problem, not_found
@@ -87,11 +88,17 @@ async def list_agents(user_id: UserId, db: DB) -> list[AgentOut]:
     return [agent_out(a) for a in rows.scalars()]
 
 
-@router.get("/{agent_id}")
-async def get_agent(agent_id: str, user_id: UserId, db: DB) -> AgentOut:
-    agent = await store.owned_agent(db, user_id, parse_id(agent_id, "agent"))
+async def owned_agent_or_404(db: AsyncSession, user_id: int, raw_id: str) -> Agent:
+    """The caller's agent; another user's is "not found", exactly like a missing one."""
+    agent = await store.owned_agent(db, user_id, parse_id(raw_id, "agent"))
     if agent is None:
         raise not_found("agent")
+    return agent
+
+
+@router.get("/{agent_id}")
+async def get_agent(agent_id: str, user_id: UserId, db: DB) -> AgentOut:
+    agent = await owned_agent_or_404(db, user_id, agent_id)
     return agent_out(agent)
 
 
@@ -99,9 +106,7 @@ async def get_agent(agent_id: str, user_id: UserId, db: DB) -> AgentOut:
 async def replace_agent(
     agent_id: str, body: AgentIn, user_id: UserId, db: DB, res: Res
 ) -> AgentOut:
-    agent = await store.owned_agent(db, user_id, parse_id(agent_id, "agent"))
-    if agent is None:
-        raise not_found("agent")
+    agent = await owned_agent_or_404(db, user_id, agent_id)
     await _apply(agent, body, res, db)
     await db.commit()
     await db.refresh(agent)
@@ -110,9 +115,7 @@ async def replace_agent(
 
 @router.delete("/{agent_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_agent(agent_id: str, user_id: UserId, db: DB) -> Response:
-    agent = await store.owned_agent(db, user_id, parse_id(agent_id, "agent"))
-    if agent is None:
-        raise not_found("agent")
+    agent = await owned_agent_or_404(db, user_id, agent_id)
     await db.delete(agent)
     await db.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -15,6 +15,7 @@ from temporalio.service import RPCError
 
 from api.deps import DB, Res, UserId, parse_id
 from api.errors import Problem, not_found, unavailable
+from api.routers.agents import owned_agent_or_404
 from api.schemas_rag import (
     AgentKnowledgeBasesIn,
     AgentKnowledgeBasesOut,
@@ -27,7 +28,6 @@ from api.schemas_rag import (
     SearchIn,
     SearchOut,
 )
-from chatee import store
 from chatee.ids import new_id
 from chatee.llm import ClientPool
 from chatee.models import AgentKnowledgeBase, KbDocument, KnowledgeBase
@@ -324,16 +324,9 @@ async def delete_document(kb_id: str, doc_id: str, user_id: UserId, db: DB) -> R
 # -- agents ↔ knowledge bases ------------------------------------------------------------------
 
 
-async def _owned_agent(db: AsyncSession, user_id: int, raw_id: str) -> int:
-    agent = await store.owned_agent(db, user_id, parse_id(raw_id, "agent"))
-    if agent is None:
-        raise not_found("agent")
-    return agent.id
-
-
 @router.get("/agents/{agent_id}/knowledge-bases")
 async def agent_knowledge_bases(agent_id: str, user_id: UserId, db: DB) -> AgentKnowledgeBasesOut:
-    agent = await _owned_agent(db, user_id, agent_id)
+    agent = (await owned_agent_or_404(db, user_id, agent_id)).id
     ids = await documents.agent_knowledge_bases(db, agent)
     return AgentKnowledgeBasesOut(agent_id=str(agent), knowledge_base_ids=[str(i) for i in ids])
 
@@ -343,7 +336,7 @@ async def set_agent_knowledge_bases(
     agent_id: str, body: AgentKnowledgeBasesIn, user_id: UserId, db: DB
 ) -> AgentKnowledgeBasesOut:
     """Replace the set of knowledge bases the agent's AG_RAG steps search."""
-    agent = await _owned_agent(db, user_id, agent_id)
+    agent = (await owned_agent_or_404(db, user_id, agent_id)).id
     wanted = sorted({parse_id(raw, "knowledge base") for raw in body.knowledge_base_ids})
     if wanted:
         owned = set(

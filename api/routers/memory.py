@@ -7,12 +7,12 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response, status
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import DB, Res, UserId, parse_id
 from api.errors import not_found
+from api.routers.agents import owned_agent_or_404
 from api.schemas_rag import MemoryIn, MemoryOut, MemoryPage, UserMemoryIn
-from chatee import memory, store
+from chatee import memory
 from chatee.models import Memory
 
 router = APIRouter(tags=["memory"])
@@ -29,13 +29,6 @@ def memory_out(row: Memory) -> MemoryOut:
     )
 
 
-async def _agent(db: AsyncSession, user_id: int, raw_id: str) -> int:
-    agent = await store.owned_agent(db, user_id, parse_id(raw_id, "agent"))
-    if agent is None:
-        raise not_found("agent")
-    return agent.id
-
-
 @router.get("/agents/{agent_id}/memory")
 async def agent_memory(
     agent_id: str,
@@ -44,7 +37,7 @@ async def agent_memory(
     scope: Annotated[Literal["all", "agent", "user"], Query()] = "all",
 ) -> MemoryPage:
     """The agent's own entries and its entries about the caller (what AG_MEMORY_LOAD loads)."""
-    agent = await _agent(db, user_id, agent_id)
+    agent = (await owned_agent_or_404(db, user_id, agent_id)).id
     rows = await memory.entries(db, agent, user_id, scope)
     return MemoryPage(items=[memory_out(r) for r in rows])
 
@@ -52,14 +45,14 @@ async def agent_memory(
 @router.post("/agents/{agent_id}/memory", status_code=status.HTTP_201_CREATED)
 async def remember(agent_id: str, body: MemoryIn, user_id: UserId, db: DB, res: Res) -> MemoryOut:
     """Insert or replace the entry under `key` (per scope)."""
-    agent = await _agent(db, user_id, agent_id)
+    agent = (await owned_agent_or_404(db, user_id, agent_id)).id
     owner = memory.AGENT_WIDE if body.scope == "agent" else user_id
     return memory_out(await memory.put(res.db, agent, owner, body.key, body.value))
 
 
 @router.delete("/agents/{agent_id}/memory/{entry_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def forget(agent_id: str, entry_id: str, user_id: UserId, db: DB) -> Response:
-    agent = await _agent(db, user_id, agent_id)
+    agent = (await owned_agent_or_404(db, user_id, agent_id)).id
     row = await db.get(Memory, parse_id(entry_id, "memory entry"))
     if row is None or row.agent_id != agent or row.user_id not in (memory.AGENT_WIDE, user_id):
         raise not_found("memory entry")
@@ -76,7 +69,7 @@ async def my_memory(user_id: UserId, db: DB) -> MemoryPage:
 
 @router.post("/memory", status_code=status.HTTP_201_CREATED)
 async def remember_me(body: UserMemoryIn, user_id: UserId, db: DB, res: Res) -> MemoryOut:
-    agent = await _agent(db, user_id, body.agent_id)
+    agent = (await owned_agent_or_404(db, user_id, body.agent_id)).id
     return memory_out(await memory.put(res.db, agent, user_id, body.key, body.value))
 
 

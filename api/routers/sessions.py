@@ -15,6 +15,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import DB, Caller, Res, UserId, parse_id
 from api.errors import Problem, not_found, unavailable
+from api.routers.agents import owned_agent_or_404
 from api.schemas import (
     CancelIn,
     HumanReplyIn,
@@ -76,9 +77,7 @@ async def owned_session_or_404(db: AsyncSession, user_id: int, raw_id: str) -> S
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def create_session(body: SessionIn, user_id: UserId, db: DB, res: Res) -> SessionOut:
-    agent = await store.owned_agent(db, user_id, parse_id(body.agent_id, "agent"))
-    if agent is None:
-        raise not_found("agent")
+    agent = await owned_agent_or_404(db, user_id, body.agent_id)
     most = res.settings.security.max_sessions_per_user
     if most and await _open_sessions(db, user_id) >= most:
         raise Problem(
