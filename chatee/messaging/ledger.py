@@ -58,15 +58,14 @@ _sqlite_writers: dict[int, asyncio.Lock] = {}
 
 @contextlib.asynccontextmanager
 async def _writing(factory: Factory) -> AsyncIterator[None]:
-    """On SQLite, one ledger write at a time per process (a batch of `_batcher_for`, or one
-    transaction of the generic path): SQLite has one writer anyway, and waiting here is a queue,
+    """On SQLite, one ledger write at a time per process (a batch of `_batcher_for`, or an
+    `append` with `before_commit`): SQLite has one writer anyway, and waiting here is a queue,
     while waiting in SQLite's busy handler is sleep-and-poll (tens of ms of idle per collision).
     Other databases lock rows, so they go straight through."""
-    bind = factory.kw.get("bind")
-    if bind is None or bind.dialect.name != "sqlite":
+    if not _is_sqlite(factory):
         yield
         return
-    lock = _sqlite_writers.setdefault(id(bind), asyncio.Lock())
+    lock = _sqlite_writers.setdefault(id(factory.kw["bind"]), asyncio.Lock())
     async with lock:
         yield
 
@@ -411,7 +410,7 @@ async def _append_delivered_sqlite(
 async def _append_delivered_generic(
     factory: Factory, draft: Draft, users: list[int]
 ) -> tuple[ChatMessage, list[InboxRef]]:
-    async with _writing(factory), factory() as db:
+    async with factory() as db:  # not SQLite (that goes through the group commit)
         try:
             message = await _append_once(db, draft, keep_content=True)
             refs, _ = await _deliver_once(db, message, users, finish=True, check=False)
@@ -535,7 +534,7 @@ async def deliver(
         return await _deliver_sqlite(factory, message, users, finish)
     check = False  # optimistic: a first delivery finds nothing delivered before it
     for attempt in range(ATTEMPTS):
-        async with _writing(factory), factory() as db:
+        async with factory() as db:  # not SQLite (that goes through the group commit)
             try:
                 delivered = await _deliver_once(db, message, users, finish, check)
                 await db.commit()
