@@ -21,9 +21,11 @@ import asyncio
 import contextlib
 import json
 import time
+import types
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from functools import partial
 from typing import Any
 
 import structlog
@@ -65,9 +67,9 @@ FILL_PAGE = 200
 class Connection:
     """One socket: a bounded queue of frames, its writer, and the inbox cursor.
 
-    Idle sockets are the common case, so one costs as little as it can: slots, no queue
-    object until a frame is queued, and no writer task until there is something to write
-    (the writer drains the queue and ends)."""
+    Idle sockets are the common case, so one costs as little as it can: slots, and no queue
+    or writer task unless the transport is full (frames then queue behind the one that
+    waits; the writer drains them and ends)."""
 
     __slots__ = (
         "id", "hub", "ws", "principal", "user_id", "frames", "droppable", "cursor", "want",
@@ -97,9 +99,15 @@ class Connection:
     # -- the outgoing queue ------------------------------------------------------------------
 
     def _put(self, frame: dict[str, Any] | None, droppable: bool, text: str | None = None) -> bool:
-        """Queue a frame (`text`: its JSON, when the caller has it already)."""
+        """Send a frame, or queue it behind the ones still waiting for the transport (`text`:
+        its JSON, when the caller has it already)."""
         if self.closed:
             return False
+        if text is None:
+            text = _encode(frame)
+        if self.writer is None:  # nothing is waiting
+            self._send_now(text)
+            return True
         limit = self.limit
         if droppable and self.droppable >= limit:
             return False
@@ -108,12 +116,8 @@ class Connection:
         elif len(self.frames) >= 4 * limit + 64:  # not even replies are being read
             self.spawn(self.close(1008, "client too slow"))
             return False
-        if text is None:
-            text = _encode(frame)
         self.frames.append((text, droppable))
         self.droppable += droppable
-        if self.writer is None:
-            self.writer = asyncio.create_task(self._write())
         return True
 
     def control(self, frame: dict[str, Any]) -> None:
@@ -124,12 +128,27 @@ class Connection:
         """Typing, presence, agent events: dropped when the queue is full."""
         self._put(frame, True, text)
 
-    async def _write(self) -> None:
-        """Drain the queue, then end (and free the queue); `_put` starts the next one."""
-        frames = self.frames
+    def _send_now(self, text: str) -> None:
+        """Hand a frame to the transport without starting a task. uvicorn's send only waits
+        while the client's socket buffer is full, so it nearly always finishes in its first
+        step (what Python 3.12's eager tasks do; we run 3.11). When it has to wait, a writer
+        task finishes it and then drains the frames queued meanwhile."""
+        sending = self.ws.send_text(text)
         try:
-            while frames:
-                text, droppable = frames.popleft()
+            waiting_on = sending.send(None)
+        except StopIteration:
+            return
+        except Exception:  # the socket is gone; the receive loop notices and detaches
+            self.closed = True
+            return
+        self.writer = asyncio.create_task(self._write(_resume(sending, waiting_on)))
+
+    async def _write(self, first: Awaitable[None]) -> None:
+        """Finish the frame the transport could not take at once, drain the queue, end."""
+        try:
+            await first
+            while self.frames:
+                text, droppable = self.frames.popleft()
                 self.droppable -= droppable
                 await self.ws.send_text(text)
         except asyncio.CancelledError:
@@ -137,8 +156,8 @@ class Connection:
         except Exception:  # the socket is gone; the receive loop notices and detaches
             self.closed = True
         finally:
-            if self.frames is frames and not frames:
-                self.frames = None
+            self.frames = None
+            self.droppable = 0
             self.writer = None
 
     # -- inbox delivery -----------------------------------------------------------------------
@@ -264,6 +283,23 @@ class Connection:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, None], waiting_on: Any) -> Generator[Any, Any, None]:
+    """Await the rest of `coro`, which was stepped by hand and now waits on `waiting_on`:
+    the task awaiting this waits on that future, then the coroutine carries on."""
+    while True:
+        try:
+            value = yield waiting_on
+        except BaseException as exc:
+            step = partial(coro.throw, exc)
+        else:
+            step = partial(coro.send, value)
+        try:
+            waiting_on = step()
+        except StopIteration:
+            return
 
 
 def _encode(frame: dict[str, Any] | None) -> str:
