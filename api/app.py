@@ -79,12 +79,14 @@ def create_app(settings: Settings) -> FastAPI:
         message_store = create_store(settings, res.db)
         app.state.messenger = Messenger(settings, res.db, redis, message_store, client)
         watch_agent_writes(app.state.messenger.cache)
+        app.state.messenger.cache.listen()  # a near copy of memberships, invalidated by pub/sub
         app.state.hub = Hub(res, app.state.messenger)
         await app.state.hub.start()
         settle_gc()  # after everything startup built: see chatee/runtime.py
         async with mcp_endpoint.lifespan():
             yield
         await app.state.hub.stop()
+        await app.state.messenger.cache.close()
         await knowledge.close(app)
         await message_store.close()
         await app.state.mcp.close()

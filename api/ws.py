@@ -55,6 +55,7 @@ from chatee.messaging.fanout import (
 )
 from chatee.messaging.service import Messenger
 from chatee.metrics import WS_CONNECTIONS
+from chatee.redis import Subscription
 
 log = get_logger(__name__)
 router = APIRouter()
@@ -320,16 +321,16 @@ class Hub:
         self.messenger = messenger
         self.knobs = res.settings.messaging
         self.conns: dict[int, set[Connection]] = {}
-        self.pubsub = res.redis.pubsub()
         self.node = uuid.uuid4().hex  # tags this process's pushes: it skips their echo
         messenger.pushes.deliver_locally(self.node, self.deliver)
         self.tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
-        await self.pubsub.subscribe(PUSH_CHANNEL)
+        # after a (re)subscription, fill whatever was published while it was down
+        pushes = Subscription(self.res.redis, PUSH_CHANNEL, self.dispatch, self._resubscribed)
         loops: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-            ("ws-pubsub", self._read),
+            ("ws-pubsub", pushes.run),
             ("ws-leases", self._leases),
             ("ws-reconcile", self._reconcile),
             ("ws-recovery", self._recover),
@@ -349,8 +350,6 @@ class Hub:
                 for c in conns:
                     pipe.zrem(presence.presence_key(c.user_id), c.id)
                 await pipe.execute()
-        with contextlib.suppress(Exception):
-            await self.pubsub.aclose()
 
     def _spawn(self, work: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(work)
@@ -405,23 +404,8 @@ class Hub:
 
     # -- background loops ---------------------------------------------------------------------
 
-    async def _read(self) -> None:
-        backoff = 0.1
-        while True:
-            try:
-                message = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Redis went away: pub/sub resubscribes on reconnect
-                log.warning("pub/sub read failed", error=str(exc))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                self._spawn(self.reconcile())  # whatever was published meanwhile is lost
-                continue
-            backoff = 0.1
-            if message is None or message.get("type") != "message":
-                continue
-            self.dispatch(message["data"])
+    def _resubscribed(self) -> None:
+        self._spawn(self.reconcile())
 
     def dispatch(self, data: str) -> None:
         """A push from pub/sub; this process's own were delivered when it sent them."""

@@ -85,6 +85,7 @@ class Messaging(BaseModel):
     presence_ttl_seconds: int = Field(60, ge=3)  # offline this long after the last heartbeat
     presence_fanout_max: int = Field(200, gt=0)  # larger conversations get no typing/presence
     cache_ttl_seconds: int = Field(300, gt=0)  # safety net behind explicit invalidation
+    near_cache_seconds: float = Field(5, ge=0)  # API processes' own copy of cached reads; 0: off
     recovery_grace_seconds: float = Field(10, gt=0)  # a send still unfanned this long is resumed
     recovery_interval_seconds: float = Field(5, gt=0)
     reconcile_seconds: float = Field(30, gt=0)  # sockets are checked against inbox heads

@@ -7,9 +7,16 @@ the 101st concurrent command with "Too many connections" — under a burst of se
 WebSocket handshakes that dropped realtime pushes, turned cache hits into SQL reads and
 refused sockets whose token could not be checked. Each open SSE or agent-event stream holds
 one connection while it waits in XREAD, so size the pool above the streams a process serves.
+
+`Subscription` reads one pub/sub channel for as long as a process runs, across Redis restarts.
 """
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import ExponentialBackoff
@@ -20,6 +27,9 @@ from redis.retry import Retry
 from redis.utils import get_lib_version
 
 from chatee.config import Settings
+from chatee.logging import get_logger
+
+log = get_logger(__name__)
 
 POOL_WAIT_SECONDS = 10
 # what redis-py sends in CLIENT SETINFO, read once: by default every new connection looks the
@@ -43,3 +53,70 @@ def connect_redis(settings: Settings) -> Redis:
         driver_info=DRIVER,
     )
     return Redis.from_pool(pool)
+
+
+class Subscription:
+    """Read `channel` until cancelled: each message's data goes to `on_message`.
+
+    redis-py's PubSub does not come back from a connection the server closed (a restart, a
+    CLIENT KILL): every later read fails. So after any error the subscription is made anew on
+    a fresh connection. Messages published in between are lost to this process, so
+    `on_subscribed` is called each time the subscription is (again) confirmed by Redis: from
+    then on nothing is missed, and whatever depends on having heard everything can resume."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        channel: str,
+        on_message: Callable[[str], None],
+        on_subscribed: Callable[[], None] = lambda: None,
+        on_lost: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.redis = redis
+        self.channel = channel
+        self.on_message = on_message
+        self.on_subscribed = on_subscribed
+        self.on_lost = on_lost
+
+    async def run(self) -> None:
+        backoff = 0.1
+        pubsub = None
+        try:
+            while True:
+                try:
+                    if pubsub is None:
+                        pubsub = self.redis.pubsub()
+                        await pubsub.subscribe(self.channel)
+                        # if redis-py ever reconnects by itself, messages were missed too
+                        pubsub.connection.register_connect_callback(self._reconnected)
+                    message = await pubsub.get_message(timeout=1)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("pub/sub read failed", channel=self.channel, error=str(exc))
+                    self.on_lost()
+                    if pubsub is not None:
+                        with contextlib.suppress(Exception):
+                            await pubsub.aclose()
+                        pubsub = None
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+                backoff = 0.1
+                if message is None:
+                    continue
+                try:
+                    if message["type"] == "subscribe":
+                        self.on_subscribed()
+                    elif message["type"] == "message":
+                        self.on_message(message["data"])
+                except Exception:
+                    log.exception("pub/sub message not handled", channel=self.channel)
+        finally:
+            self.on_lost()
+            if pubsub is not None:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    def _reconnected(self, _: Any) -> None:
+        self.on_lost()  # redis-py resubscribes: `on_subscribed` follows its confirmation

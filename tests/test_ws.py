@@ -4,11 +4,13 @@ reach each other's sockets through Redis pub/sub."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -167,6 +169,32 @@ async def test_typing_presence_and_read_markers_cross_processes(
         assert r.json()[0]["status"] == "offline" and r.json()[0]["last_seen"]
     finally:
         await alice_ws.close()
+
+
+async def test_pushes_cross_processes_again_after_redis_drops_every_subscriber(
+    messaging_apis: Pair, people: list[Api], redis: Redis
+) -> None:
+    """What a Redis restart does to the pub/sub connections; redis-py's own PubSub never
+    reads again after it, so the hub subscribes anew."""
+    a, b = messaging_apis
+    alice, bob = people[0], people[1]
+    r = await alice.request(
+        "POST", "/conversations", json={"type": "private", "members": [bob.user_id]}
+    )
+    chat = r.json()
+    alice_ws, bob_ws = await ws(a, alice), await ws(b, bob)
+    try:
+        assert await redis.client_kill_filter(_type="pubsub") >= 2
+        # typing is never stored: only a live push across the processes carries it
+        async with asyncio.timeout(20):
+            while True:
+                await bob_ws.send({"type": "typing", "conversation_id": chat["id"]})
+                with contextlib.suppress(TimeoutError):
+                    await alice_ws.wait_for(lambda f: f["type"] == "typing", within=0.5)
+                    break
+    finally:
+        await alice_ws.close()
+        await bob_ws.close()
 
 
 async def test_connecting_after_a_cursor_replays_exactly_what_was_missed(

@@ -7,6 +7,15 @@ SQLAlchemy session events, so any code path that updates or deletes an agent (th
 router included) drops its cached config once the transaction commits. A TTL is the safety
 net for an invalidation lost to a crash between commit and delete. Redis being down only
 costs speed: every read falls back to SQL.
+
+API processes also keep a *near* copy of what they read (`Cache.listen`), for a few seconds:
+a send then needs no round trip to learn who is in its conversation. Every invalidation is
+published on `chatee:cache:invalidate` along with the delete, and each listening process
+drops those keys as soon as it hears it. A read that was in flight when an invalidation
+arrived is not kept, and while the subscription is down the near copy is off (emptied, and
+every read goes to Redis) and it is emptied when the subscription reconnects, so a missed
+invalidation cannot outlive a reconnect. A subscription that breaks without a sign can leave
+an entry stale for at most `messaging.near_cache_seconds`.
 """
 
 from __future__ import annotations
@@ -14,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
+from collections.abc import Iterable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -24,6 +35,7 @@ from sqlalchemy.orm import Session as OrmSession
 from chatee.coalesce import Coalescer
 from chatee.logging import get_logger
 from chatee.models import Agent
+from chatee.redis import Subscription
 
 log = get_logger(__name__)
 
@@ -40,24 +52,45 @@ def agent_key(agent_id: int) -> str:
     return f"chatee:cache:agent:{agent_id}"
 
 
+INVALIDATIONS = "chatee:cache:invalidate"  # keys just deleted, newline-separated
+
+
 class Cache:
-    def __init__(self, redis: Redis, ttl_seconds: int) -> None:
+    def __init__(self, redis: Redis, ttl_seconds: int, near_seconds: float = 0) -> None:
         self.redis = redis
         self.ttl = ttl_seconds
         # every send reads its conversation: concurrent reads share one MGET
         self._reads: Coalescer[tuple[str, ...], list[Any | None]] = Coalescer(self._read_batch)
+        self.near_seconds = near_seconds
+        self._near: dict[str, tuple[float, Any]] = {}  # key -> (expires, value)
+        self.near_on = False  # only while the invalidation channel is heard
+        self._epoch = 0  # bumped by every invalidation: reads in flight then are not kept
+        self._listener: asyncio.Task[None] | None = None
+        self._swept = time.monotonic()
 
     async def get(self, key: str) -> Any | None:
-        try:
-            raw = await self.redis.get(key)
-        except RedisError:
-            return None
-        return json.loads(raw) if raw else None
+        return (await self.get_many(key))[0]
 
     async def get_many(self, *keys: str) -> list[Any | None]:
         """Several keys in one round trip (MGET, shared with concurrent callers); None for
-        each miss."""
-        return await self._reads(keys)
+        each miss. Values are shared: callers must not change them."""
+        if not self.near_on:
+            return await self._reads(keys)
+        now = time.monotonic()
+        near = [self._near.get(key) for key in keys]
+        if all(entry is not None and entry[0] > now for entry in near):
+            return [entry[1] for entry in near]  # type: ignore[index]
+        epoch = self._epoch
+        values = await self._reads(keys)
+        if now - self._swept > self.near_seconds:  # drop what expired unread now and then
+            self._swept = now
+            self._near = {key: entry for key, entry in self._near.items() if entry[0] > now}
+        if self.near_on and epoch == self._epoch:
+            expires = now + self.near_seconds
+            for key, value in zip(keys, values, strict=True):
+                if value is not None:
+                    self._near[key] = (expires, value)
+        return values
 
     async def _read_batch(
         self, calls: list[tuple[str, ...]]
@@ -75,10 +108,49 @@ class Cache:
             await self.redis.set(key, json.dumps(value, separators=(",", ":")), ex=self.ttl)
 
     async def delete(self, *keys: str) -> None:
+        """Drop keys everywhere: Redis, this process's near copy, and (through the
+        invalidation channel) every other process's."""
+        self._forget(keys)
         try:
-            await self.redis.delete(*keys)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(*keys)
+                pipe.publish(INVALIDATIONS, "\n".join(keys))
+                await pipe.execute()
         except RedisError:
             log.warning("cache invalidation failed; entries expire by TTL", keys=list(keys))
+
+    # -- the near copy ----------------------------------------------------------------------
+
+    def listen(self) -> None:
+        """Keep a near copy in this process (API processes do; see the module docstring)."""
+        if self.near_seconds > 0 and self._listener is None:
+            invalidations = Subscription(
+                self.redis, INVALIDATIONS, self._invalidated, self._heard, self._off
+            )
+            self._listener = asyncio.create_task(invalidations.run(), name="cache-invalidations")
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+            self._listener = None
+        self._off()
+
+    def _forget(self, keys: Iterable[str]) -> None:
+        self._epoch += 1
+        for key in keys:
+            self._near.pop(key, None)
+
+    def _invalidated(self, data: str) -> None:
+        self._forget(data.split("\n"))
+
+    def _heard(self) -> None:
+        self.near_on = True  # subscribed: from here on no invalidation is missed
+
+    def _off(self) -> None:
+        self.near_on = False
+        self._epoch += 1
+        self._near.clear()
 
 
 _watching: set[int] = set()

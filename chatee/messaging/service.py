@@ -58,7 +58,7 @@ class Messenger:
         self.db = db
         self.redis = redis
         self.store = store
-        self.cache = Cache(redis, self.knobs.cache_ttl_seconds)
+        self.cache = Cache(redis, self.knobs.cache_ttl_seconds, self.knobs.near_cache_seconds)
         self.pushes = Pushes(redis)
         self.temporal = temporal
 
