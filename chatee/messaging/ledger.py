@@ -240,9 +240,11 @@ async def append(
     raise RuntimeError(f"could not append to conversation {draft.conversation_id}")
 
 
-async def _append_once(db: AsyncSession, draft: Draft, keep_content: bool) -> ChatMessage:
+async def _append_once(
+    db: AsyncSession, draft: Draft, keep_content: bool, status: str = "pending"
+) -> ChatMessage:
     """The append's statements, in the caller's transaction: the next `seq` (the conversation
-    row stays locked), the message row, the sender's read marker."""
+    row stays locked), the message row (its fan-out `status`), the sender's read marker."""
     conversations = Conversation.__table__  # Core: the ORM's DML path costs CPU
     bump = (
         update(conversations)
@@ -273,7 +275,7 @@ async def _append_once(db: AsyncSession, draft: Draft, keep_content: bool) -> Ch
             client_msg_id=message.client_msg_id,
             content=draft.content if keep_content else None,
             meta=draft.meta,
-            fanout_status="pending",
+            fanout_status=status,
             created_at=message.created_at,
         )
     )
@@ -316,6 +318,7 @@ def _sqlite_append(
     message_id: int,
     now: datetime,
     created: datetime,
+    status: str = "pending",
 ) -> int | None:
     """`_append_once`'s statements on the raw connection: the new `seq`, or None when the
     conversation is gone."""
@@ -330,7 +333,7 @@ def _sqlite_append(
     sq.execute(
         "INSERT INTO conversation_messages (id, conversation_id, seq, sender_id, "
         "sender_type, client_msg_id, content, meta, fanout_status, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             message_id,
             draft.conversation_id,
@@ -340,6 +343,7 @@ def _sqlite_append(
             draft.client_msg_id,
             draft.content if keep_content else None,
             binds.meta(draft.meta),
+            status,
             binds.created_at(created),
         ),
     )
@@ -397,11 +401,14 @@ async def _append_delivered_sqlite(
 
     def work(sq: sqlite3.Connection) -> tuple[ChatMessage, list[InboxRef]]:
         seq = _sqlite_append(sq, binds=binds, draft=draft, keep_content=True,
-                             message_id=message_id, now=now, created=created)  # fmt: skip
+                             message_id=message_id, now=now, created=created,
+                             status="done")  # fmt: skip
         if seq is None:
             raise ConversationGone(draft.conversation_id)
         message = draft.stored(message_id, seq, created)
-        refs, _ = _sqlite_deliver(sq, binds=binds, message=message, users=users, finish=True)
+        # a message this new has been delivered to nobody yet
+        refs, _ = _sqlite_deliver(sq, binds=binds, message=message, users=users, finish=False,
+                                  check=False)  # fmt: skip
         return message, refs
 
     return await _batcher_for(factory)(work)
@@ -412,8 +419,8 @@ async def _append_delivered_generic(
 ) -> tuple[ChatMessage, list[InboxRef]]:
     async with factory() as db:  # not SQLite (that goes through the group commit)
         try:
-            message = await _append_once(db, draft, keep_content=True)
-            refs, _ = await _deliver_once(db, message, users, finish=True, check=False)
+            message = await _append_once(db, draft, keep_content=True, status="done")
+            refs, _ = await _deliver_once(db, message, users, finish=False, check=False)
             await db.commit()
         except BaseException:
             await db.rollback()  # gives the seq and the inbox numbers back
@@ -584,18 +591,27 @@ async def _deliver_sqlite(
 
 
 def _sqlite_deliver(
-    sq: sqlite3.Connection, *, binds: _Binds, message: ChatMessage, users: list[int], finish: bool
+    sq: sqlite3.Connection,
+    *,
+    binds: _Binds,
+    message: ChatMessage,
+    users: list[int],
+    finish: bool,
+    check: bool = True,
 ) -> tuple[list[InboxRef], list[InboxRef]]:
     """`_deliver_once`'s statements on the raw connection. The batch holds the write lock
-    (BEGIN IMMEDIATE), so it reads what was delivered before, then bumps what is fresh."""
-    existing = [
-        InboxRef(*row)
-        for row in sq.execute(
-            "SELECT user_id, inbox_seq, message_id, conversation_id, seq FROM inbox_entries "
-            f"WHERE message_id = ? AND user_id IN ({', '.join('?' * len(users))})",
-            [message.id, *users],
-        ).fetchall()
-    ]
+    (BEGIN IMMEDIATE), so it reads what was delivered before (unless the caller knows there
+    is nothing: `check`), then bumps what is fresh."""
+    existing: list[InboxRef] = []
+    if check:
+        existing = [
+            InboxRef(*row)
+            for row in sq.execute(
+                "SELECT user_id, inbox_seq, message_id, conversation_id, seq FROM inbox_entries "
+                f"WHERE message_id = ? AND user_id IN ({', '.join('?' * len(users))})",
+                [message.id, *users],
+            ).fetchall()
+        ]
     done = {r.user_id for r in existing}
     fresh = [u for u in users if u not in done]
     counters = dict(
