@@ -43,7 +43,7 @@ from chatee.messaging.service import Messenger
 from chatee.messaging.store import create_store
 from chatee.nodes import NodeLease
 from chatee.redis import connect_redis
-from chatee.runtime import settle_gc
+from chatee.runtime import tune_for_serving
 from chatee.tracing import setup_tracing
 
 
@@ -82,7 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.messenger.cache.listen()  # a near copy of memberships, invalidated by pub/sub
         app.state.hub = Hub(res, app.state.messenger)
         await app.state.hub.start()
-        settle_gc()  # after everything startup built: see chatee/runtime.py
+        tune_for_serving()  # after everything startup built: see chatee/runtime.py
         async with mcp_endpoint.lifespan():
             yield
         await app.state.hub.stop()

@@ -1,6 +1,6 @@
 """Group chat fan-out through one API process: deliveries/s and send→deliver latency.
 
-    python -m bench.chat_fanout [--clients 1000] [--group 10] [--rates 100,200,400,800,1000,1100,1200,1300]
+    python -m bench.chat_fanout [--clients 1000] [--group 10] [--rates 100,200,...,1300]
                                 [--step-seconds 8] [--client-procs 2] [--db sqlite|mariadb]
                                 [--apis 1] [--out FILE]
 
@@ -647,7 +647,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--group", type=int, default=10)
     parser.add_argument(
-        "--rates", default="100,200,400,800,1000,1100,1200,1300", help="offered sends/s, one step each"
+        "--rates",
+        default="100,200,400,800,1000,1100,1200,1300",
+        help="offered sends/s, one step each",
     )
     parser.add_argument("--step-seconds", type=float, default=8)
     parser.add_argument("--client-procs", type=int, default=2)
