@@ -260,5 +260,7 @@ async def test_a_new_document_is_appended_to_the_cached_vectors(
     async with factory() as db:
         await documents.delete_document(db, await db.get(KbDocument, doc_id))
     async with factory() as db:  # a deletion cannot be appended: the matrix is reloaded
-        assert await corpus.retriever.search(db, [kb], f"hovercraft {marker}") == []
+        hits = await corpus.retriever.search(db, [kb], f"hovercraft {marker} timetable")
+        # (the random marker's hashed trigrams can land near another document now and then)
+        assert doc_id not in {hit.document_id for hit in hits}
     assert vectors.loads == loads + 1

@@ -12,10 +12,10 @@ API processes also keep a *near* copy of what they read (`Cache.listen`), for a 
 a send then needs no round trip to learn who is in its conversation. Every invalidation is
 published on `chatee:cache:invalidate` along with the delete, and each listening process
 drops those keys as soon as it hears it. A read that was in flight when an invalidation
-arrived is not kept, and while the subscription is down the near copy is off (emptied, and
-every read goes to Redis) and it is emptied when the subscription reconnects, so a missed
-invalidation cannot outlive a reconnect. A subscription that breaks without a sign can leave
-an entry stale for at most `messaging.near_cache_seconds`.
+arrived is not kept. The near copy is used only while the subscription is confirmed: when it
+fails (or redis-py reconnects it), the copy is emptied and reads go to Redis until Redis
+confirms the subscription again. An invalidation can only be missed in the moment before a
+broken subscription is noticed, and then for at most `messaging.near_cache_seconds`.
 """
 
 from __future__ import annotations
