@@ -24,6 +24,10 @@ def _bind_bytes_on_aiomysql() -> None:
 _bind_bytes_on_aiomysql()
 
 
+SQLITE_CACHE_KIB = 64 * 1024  # page cache per connection (SQLite's default: 2 MiB)
+SQLITE_CHECKPOINT_PAGES = 10_000  # WAL pages between automatic checkpoints (default: 1,000)
+
+
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
@@ -35,6 +39,13 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=30000")
+            # A send writes into every recipient's inbox: one hot leaf page per user in each
+            # inbox index. SQLite's default 2 MiB cache holds those of a few hundred users;
+            # past that every insert re-reads its page and writes went 0.23 -> 0.58 ms each
+            # with 1,000 users (bench/chat_fanout.py). 64 MiB is a bound, not an allocation.
+            cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+            # checkpoint the WAL every ~40 MB instead of ~4 MB: fewer pauses of the writer
+            cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_CHECKPOINT_PAGES}")
             cursor.close()
 
         return engine
