@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+from redis.asyncio import Redis
+
 from chatee.config import Settings
 from chatee.redis import connect_redis
 
@@ -41,3 +43,20 @@ async def test_a_small_pool_makes_callers_wait_rather_than_fail(redis_url: str) 
     assert results[:24] == [None] * 24
     assert not [r for r in results[24:] if isinstance(r, BaseException)]
     assert sorted(map(int, stored)) == list(range(200))
+
+
+async def test_a_connection_the_server_closed_is_replaced_by_the_retry(
+    redis_url: str, redis: Redis
+) -> None:
+    """What a Redis restart leaves in the pool: connections the server has closed. The next
+    command on one reconnects and succeeds (redis-py's asyncio `Retry`; the sync one it was
+    given before never retried, so the first request after a restart got a 503)."""
+    name = f"retry-{uuid.uuid4().hex[:8]}"
+    client = connect_redis(Settings(redis_url=f"{redis_url}?client_name={name}"))
+    try:
+        assert await client.ping()
+        (conn,) = [c for c in await redis.client_list() if c.get("name") == name]
+        await redis.client_kill_filter(_id=conn["id"])
+        assert await client.set(f"test:pool:{name}", "1", ex=5)
+    finally:
+        await client.aclose()
