@@ -87,6 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         await app.state.hub.stop()
         await app.state.messenger.cache.close()
+        await res.bus.close()
         await knowledge.close(app)
         await message_store.close()
         await app.state.mcp.close()

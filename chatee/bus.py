@@ -3,11 +3,17 @@
 Activities append; the API reads from any stream id, so SSE `id:` is the Redis stream id and a
 client resumes with `Last-Event-ID`. Streams are trimmed by age (kept at least
 `events.retention_seconds`) and, as a safety net, by length.
+
+Followers (SSE streams, WebSocket `chat.send`) do not each hold a Redis connection in a
+blocking XREAD: one `StreamWatch` per process blocks on all the streams followed, and wakes
+the followers of a stream when it has something new; each follower then reads its own events
+from its own position without blocking, so a slow client only slows itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -19,7 +25,9 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from chatee.logging import scrub
+from chatee.logging import get_logger, scrub
+
+log = get_logger(__name__)
 
 _STREAM_ID = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
 _U64 = 2**64 - 1
@@ -58,12 +66,123 @@ class Event:
     data: dict[str, Any]
 
 
+class StreamWatch:
+    """One blocking XREAD, on a connection of its own, for every stream this process follows.
+
+    Each follower used to wait in its own XREAD BLOCK on a pooled connection, so a process
+    following more streams than its Redis pool holds stopped every other Redis command. The
+    watch keeps, per stream, the last id it has seen and the wake-ups of its followers; when
+    XREAD returns entries past that id, it sets them. A stream followed for the first time
+    interrupts the blocked XREAD (CLIENT UNBLOCK) so the next one includes it at once."""
+
+    def __init__(self, redis: Redis, block_ms: int = 5000) -> None:
+        self.redis = redis
+        self.name = "chatee:stream-watch"  # CLIENT SETNAME of its connection
+        self.block_ms = block_ms
+        self.tails: dict[str, str] = {}  # stream key -> the last id the watch has seen
+        self.wakes: dict[str, set[asyncio.Event]] = {}  # stream key -> its followers'
+        self._task: asyncio.Task[None] | None = None
+        self._has_keys = asyncio.Event()
+        self._client_id: int | None = None  # of the connection blocked in XREAD
+        self._keys_changed = 0  # bumped by a new stream; the watch notes what it has read
+        self._keys_read = 0
+        self._interrupts: set[asyncio.Task[None]] = set()
+
+    def add(self, key: str, after: str, wake: asyncio.Event) -> None:
+        """Wake `wake` whenever `key` gets an entry past `after` (or past what the watch has
+        seen since)."""
+        if key not in self.wakes:
+            self.wakes[key] = set()
+            self.tails[key] = after
+            self._keys_changed += 1
+            self._has_keys.set()
+            if self._task is None or self._task.done():
+                self._task = asyncio.create_task(self._run(), name="stream-watch")
+            else:
+                interrupt = asyncio.create_task(self._interrupt())
+                self._interrupts.add(interrupt)
+                interrupt.add_done_callback(self._interrupts.discard)
+        self.wakes[key].add(wake)
+
+    def discard(self, key: str, wake: asyncio.Event) -> None:
+        followers = self.wakes.get(key)
+        if followers is None:
+            return
+        followers.discard(wake)
+        if not followers:
+            del self.wakes[key]
+            del self.tails[key]
+
+    async def close(self) -> None:
+        tasks = [*self._interrupts, *([self._task] if self._task else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = None
+
+    async def _interrupt(self) -> None:
+        """Make the blocked XREAD return so the next one includes the new stream. An UNBLOCK
+        that lands before the XREAD blocks does nothing, so it is repeated until the watch
+        has read the new key set (followers also re-read now and then on their own)."""
+        for _ in range(50):
+            if self._keys_read >= self._keys_changed:
+                return
+            client_id = self._client_id
+            if client_id is not None:
+                with contextlib.suppress(Exception):
+                    if await self.redis.client_unblock(client_id):
+                        return
+            await asyncio.sleep(0.002)
+
+    async def _run(self) -> None:
+        client = self.redis.client()  # a single connection, held by the watch
+        backoff = 0.1
+        try:
+            while True:
+                if not self.tails:
+                    self._has_keys.clear()
+                    await self._has_keys.wait()
+                    continue
+                try:
+                    if self._client_id is None:
+                        await client.client_setname(self.name)
+                        self._client_id = await client.client_id()
+                    self._keys_read = self._keys_changed
+                    reply = await client.xread(dict(self.tails), count=100, block=self.block_ms)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("stream watch: XREAD failed", error=str(exc))
+                    self._client_id = None
+                    self._wake_all()  # followers read on their own meanwhile
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+                backoff = 0.1
+                for raw_key, entries in reply or []:
+                    key = _text(raw_key)
+                    if key in self.tails and entries:
+                        self.tails[key] = _text(entries[-1][0])
+                        for wake in self.wakes.get(key, ()):
+                            wake.set()
+        finally:
+            self._client_id = None
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    def _wake_all(self) -> None:
+        for followers in self.wakes.values():
+            for wake in followers:
+                wake.set()
+
+
 class EventBus:
     def __init__(self, redis: Redis, retention_seconds: int = 86400, max_len: int = 100_000):
         self.redis = redis
         self.retention_seconds = retention_seconds
         self.max_len = max_len
         self._publish = redis.register_script(_PUBLISH)
+        self.watch = StreamWatch(redis)
 
     async def publish(
         self, session_id: int | str, event: str, data: dict[str, Any], once_key: str | None = None
@@ -87,8 +206,9 @@ class EventBus:
         return _text(newest[0][0]) if newest else "0-0"
 
     async def read(
-        self, session_id: int | str, after: str, block_ms: int = 15000, count: int = 500
+        self, session_id: int | str, after: str, block_ms: int | None = 15000, count: int = 500
     ) -> list[Event]:
+        """Events after `after`; with `block_ms`, wait that long for the first (None: don't)."""
         reply = await self.redis.xread({stream_key(session_id): after}, count=count, block=block_ms)
         events: list[Event] = []
         for _, entries in reply or []:
@@ -98,22 +218,36 @@ class EventBus:
         return events
 
     async def follow(
-        self, session_id: int | str, after: str, block_ms: int = 10000
+        self, session_id: int | str, after: str, block_ms: int = 10000, count: int = 500
     ) -> AsyncIterator[Event]:
-        """Every event after `after`, forever; the caller stops iterating. While Redis is
-        unreachable it keeps trying from the same position, so nothing is skipped."""
+        """Every event after `after`, forever; the caller stops iterating. It reads without
+        blocking and waits on the process's `StreamWatch` (or `block_ms`, whichever comes
+        first). While Redis is unreachable it keeps trying from the same position, so nothing
+        is skipped."""
+        key, wake = stream_key(session_id), asyncio.Event()
+        self.watch.add(key, after, wake)
         backoff = 0.1
-        while True:
-            try:
-                events = await self.read(session_id, after, block_ms=block_ms)
-            except (RedisConnectionError, RedisTimeoutError):
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            backoff = 0.1
-            for event in events:
-                after = event.id
-                yield event
+        try:
+            while True:
+                wake.clear()  # before reading: whatever comes after the read sets it again
+                try:
+                    events = await self.read(session_id, after, block_ms=None, count=count)
+                except (RedisConnectionError, RedisTimeoutError):
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+                backoff = 0.1
+                for event in events:
+                    after = event.id
+                    yield event
+                if len(events) < count:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), block_ms / 1000)
+        finally:
+            self.watch.discard(key, wake)
+
+    async def close(self) -> None:
+        await self.watch.close()
 
 
 def _scrubbed(value: Any) -> Any:

@@ -5,8 +5,8 @@ The pool is a blocking one: when all its connections are busy a command waits fo
 (up to `POOL_WAIT_SECONDS`) instead of failing. redis-py's default pool holds 100 and refuses
 the 101st concurrent command with "Too many connections" — under a burst of sends or of
 WebSocket handshakes that dropped realtime pushes, turned cache hits into SQL reads and
-refused sockets whose token could not be checked. Each open SSE or agent-event stream holds
-one connection while it waits in XREAD, so size the pool above the streams a process serves.
+refused sockets whose token could not be checked. Followed event streams share one
+connection (`chatee.bus.StreamWatch`), so open SSE streams do not use up the pool.
 
 `Subscription` reads one pub/sub channel for as long as a process runs, across Redis restarts.
 """
@@ -47,7 +47,7 @@ def connect_redis(settings: Settings) -> Redis:
         decode_responses=True,
         health_check_interval=30,
         socket_connect_timeout=5,
-        socket_timeout=30,  # above the 10 s block of the event stream's XREAD
+        socket_timeout=30,  # above the 5 s block of the stream watch's XREAD
         retry=Retry(ExponentialBackoff(cap=1, base=0.05), retries=3),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         driver_info=DRIVER,

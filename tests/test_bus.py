@@ -13,6 +13,8 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from chatee.bus import Event, EventBus, is_stream_id, stream_key
+from chatee.config import Settings
+from chatee.redis import connect_redis
 
 
 def parse(stream_id: str) -> tuple[int, int]:
@@ -34,8 +36,10 @@ async def sid(redis: Redis) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def bus(redis: Redis) -> EventBus:
-    return EventBus(redis)
+async def bus(redis: Redis) -> AsyncIterator[EventBus]:
+    bus = EventBus(redis)
+    yield bus
+    await bus.close()
 
 
 async def test_publish_returns_increasing_ids(bus: EventBus, redis: Redis, sid: str) -> None:
@@ -167,6 +171,60 @@ async def test_follow_keeps_waiting_across_empty_reads(bus: EventBus, sid: str) 
     published = await bus.publish(sid, "late", {})
     event = await asyncio.wait_for(task, timeout=5)
     assert event.id == published
+
+
+async def _first_events(bus: EventBus, session_id: str, after: str, n: int) -> list[Event]:
+    got: list[Event] = []
+    async with contextlib.aclosing(bus.follow(session_id, after)) as events:
+        async for event in events:
+            got.append(event)
+            if len(got) == n:
+                return got
+    raise AssertionError("follow ended")
+
+
+async def test_followers_share_one_connection_so_the_pool_stays_free(redis_url: str) -> None:
+    """Forty streams followed on a pool of eight: each used to hold a connection in XREAD
+    BLOCK, so the ninth follower and every other command waited for one (10 s, then failed)."""
+    client = connect_redis(Settings(redis_url=redis_url, redis_max_connections=8))
+    bus = EventBus(client)
+    sessions = [uuid.uuid4().hex for _ in range(40)]
+    try:
+        followers = [asyncio.create_task(_first_events(bus, s, "0-0", 1)) for s in sessions]
+        await asyncio.sleep(0.2)  # all of them waiting
+        published = [await bus.publish(s, "e", {"s": s}) for s in sessions]  # 40 commands
+        got = await asyncio.wait_for(asyncio.gather(*followers), timeout=30)
+        assert [events[0].id for events in got] == published
+    finally:
+        await bus.close()
+        await client.delete(*(stream_key(s) for s in sessions))
+        await client.aclose()
+
+
+async def test_followers_of_one_stream_each_get_their_own_events(bus: EventBus, sid: str) -> None:
+    first = await bus.publish(sid, "e", {"n": 0})
+    assert first is not None
+    from_start = asyncio.create_task(_first_events(bus, sid, "0-0", 4))
+    from_first = asyncio.create_task(_first_events(bus, sid, first, 3))
+    await asyncio.sleep(0.05)
+    later = [await bus.publish(sid, "e", {"n": n}) for n in (1, 2, 3)]
+    assert [e.id for e in await asyncio.wait_for(from_start, 5)] == [first, *later]
+    assert [e.id for e in await asyncio.wait_for(from_first, 5)] == later
+
+
+async def test_following_goes_on_after_the_watch_loses_its_connection(
+    bus: EventBus, redis: Redis, sid: str
+) -> None:
+    bus.watch.name = f"test-watch-{uuid.uuid4().hex[:8]}"
+    start = await bus.last_id(sid)
+    follower = asyncio.create_task(_first_events(bus, sid, start, 2))
+    published = [await bus.publish(sid, "e", {"n": 0})]
+    await asyncio.sleep(0.1)
+    (watch,) = [c for c in await redis.client_list() if c.get("name") == bus.watch.name]
+    await redis.client_kill_filter(_id=watch["id"])
+    await asyncio.sleep(0.1)
+    published.append(await bus.publish(sid, "e", {"n": 1}))
+    assert [e.id for e in await asyncio.wait_for(follower, 10)] == published
 
 
 async def test_length_is_trimmed_approximately(redis: Redis, sid: str) -> None:

@@ -1,7 +1,6 @@
 """The Redis pool every Chatee process uses (`chatee.redis.connect_redis`) under a burst.
 
-Each open SSE or agent-event stream holds a connection while it waits in XREAD, and a burst of
-sends or handshakes puts hundreds of commands in flight at once. redis-py's default pool
+A burst of sends or handshakes puts hundreds of commands in flight at once. redis-py's default pool
 refuses the 101st with "Too many connections"; ours waits for a free connection instead."""
 
 from __future__ import annotations
