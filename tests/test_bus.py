@@ -173,9 +173,11 @@ async def test_follow_keeps_waiting_across_empty_reads(bus: EventBus, sid: str) 
     assert event.id == published
 
 
-async def _first_events(bus: EventBus, session_id: str, after: str, n: int) -> list[Event]:
+async def _first_events(
+    bus: EventBus, session_id: str, after: str, n: int, block_ms: int = 10_000
+) -> list[Event]:
     got: list[Event] = []
-    async with contextlib.aclosing(bus.follow(session_id, after)) as events:
+    async with contextlib.aclosing(bus.follow(session_id, after, block_ms=block_ms)) as events:
         async for event in events:
             got.append(event)
             if len(got) == n:
@@ -215,16 +217,28 @@ async def test_followers_of_one_stream_each_get_their_own_events(bus: EventBus, 
 async def test_following_goes_on_after_the_watch_loses_its_connection(
     bus: EventBus, redis: Redis, sid: str
 ) -> None:
+    """Blocks of a minute: only the watch's wake-ups (not a timeout) can deliver in time."""
     bus.watch.name = f"test-watch-{uuid.uuid4().hex[:8]}"
+    bus.watch.block_ms = 60_000
     start = await bus.last_id(sid)
-    follower = asyncio.create_task(_first_events(bus, sid, start, 2))
+    follower = asyncio.create_task(_first_events(bus, sid, start, 2, block_ms=60_000))
     published = [await bus.publish(sid, "e", {"n": 0})]
     await asyncio.sleep(0.1)
     (watch,) = [c for c in await redis.client_list() if c.get("name") == bus.watch.name]
     await redis.client_kill_filter(_id=watch["id"])
     await asyncio.sleep(0.1)
     published.append(await bus.publish(sid, "e", {"n": 1}))
-    assert [e.id for e in await asyncio.wait_for(follower, 10)] == published
+    assert [e.id for e in await asyncio.wait_for(follower, 20)] == published
+
+    # a stream followed for the first time after the reconnect is included at once
+    other = uuid.uuid4().hex
+    try:
+        late = asyncio.create_task(_first_events(bus, other, "0-0", 1, block_ms=60_000))
+        await asyncio.sleep(0.1)
+        event_id = await bus.publish(other, "e", {})
+        assert [e.id for e in await asyncio.wait_for(late, 20)] == [event_id]
+    finally:
+        await redis.delete(stream_key(other))
 
 
 async def test_length_is_trimmed_approximately(redis: Redis, sid: str) -> None:
