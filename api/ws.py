@@ -405,7 +405,7 @@ class Hub:
     # -- background loops ---------------------------------------------------------------------
 
     def _resubscribed(self) -> None:
-        self._spawn(self.reconcile())
+        self._spawn(self._reconcile_once())
 
     def dispatch(self, data: str) -> None:
         """A push from pub/sub; this process's own were delivered when it sent them."""
@@ -473,10 +473,13 @@ class Hub:
     async def _reconcile(self) -> None:
         while True:
             await asyncio.sleep(self.knobs.reconcile_seconds)
-            try:
-                await self.reconcile()
-            except Exception as exc:
-                _background_failure("inbox reconcile failed", exc)
+            await self._reconcile_once()
+
+    async def _reconcile_once(self) -> None:
+        try:
+            await self.reconcile()
+        except Exception as exc:
+            _background_failure("inbox reconcile failed", exc)
 
     async def _recover(self) -> None:
         """Finish sends whose process died between storing and fanning out (any API process

@@ -648,9 +648,10 @@ def _sqlite_deliver(
 async def _deliver_once(
     db: AsyncSession, message: ChatMessage, users: list[int], finish: bool, check: bool
 ) -> tuple[list[InboxRef], list[InboxRef]]:
-    """One delivery's statements, in the caller's transaction. Without `check` it does not
-    look for entries delivered before: if there are any, the unique (user, message) key
-    refuses the insert and the caller retries with `check`."""
+    """One delivery's statements, in the caller's transaction (MySQL; SQLite deliveries go
+    through `_sqlite_deliver`). Without `check` it does not look for entries delivered
+    before: if there are any, the unique (user, message) key refuses the insert and the
+    caller retries with `check`."""
     # Core statements throughout: the ORM's unit of work costs CPU on every send
     counters_table = UserInboxCounter.__table__
     user_id, last_seq = counters_table.c.user_id, counters_table.c.last_seq
@@ -675,12 +676,11 @@ async def _deliver_once(
     fresh = [u for u in users if u not in done]
     counters: dict[int, int] = {}
     if fresh:  # one statement locks and bumps every counter: the new values are the inbox_seqs
-        bump = update(counters_table).where(user_id.in_(fresh)).values(last_seq=last_seq + 1)
-        if db.bind.dialect.update_returning:
-            rows = await db.execute(bump.returning(user_id, last_seq))
-        else:  # MySQL: a consistent read sees this transaction's own writes
-            await db.execute(bump)
-            rows = await db.execute(select(user_id, last_seq).where(user_id.in_(fresh)))
+        await db.execute(
+            update(counters_table).where(user_id.in_(fresh)).values(last_seq=last_seq + 1)
+        )
+        # no UPDATE … RETURNING on MySQL: a consistent read sees this transaction's own writes
+        rows = await db.execute(select(user_id, last_seq).where(user_id.in_(fresh)))
         counters = dict(rows.all())
         if len(counters) < len(fresh):
             raise _MissingCounters(set(fresh) - set(counters))
