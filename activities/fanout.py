@@ -12,14 +12,14 @@ from typing import Any
 
 from temporalio import activity
 
-from activities.deps import Deps
 from chatee.bus import Event
+from chatee.events import FINAL, TURN_COMPLETED
 from chatee.messaging import conversations, ledger
-from chatee.messaging.cache import Cache
-from chatee.messaging.fanout import Pushes, batch_bounds, deliver_and_push, member_users
-from chatee.messaging.store import MessageStore, create_store
+from chatee.messaging.fanout import batch_bounds, deliver_and_push, member_users
 from chatee.messaging.types import Draft
 from chatee.models import Conversation, Message
+from chatee.services import Services
+from workflows import names
 from workflows.fanout import (
     BatchInput,
     Bound,
@@ -29,8 +29,6 @@ from workflows.fanout import (
     RelayInput,
     RelayOutcome,
 )
-
-TERMINAL = frozenset({"turn.completed", "turn.failed"})
 
 
 def agent_event_frame(conversation_id: str, agent_id: str, event: Event) -> dict[str, Any]:
@@ -45,63 +43,59 @@ def agent_event_frame(conversation_id: str, agent_id: str, event: Event) -> dict
 
 
 class FanoutActivities:
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
-        self.cache = Cache(deps.redis, deps.settings.messaging.cache_ttl_seconds)
-        self.pushes = Pushes(deps.redis)
-        self._store: MessageStore | None = None
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.cache = services.messenger.cache
+        self.pushes = services.messenger.pushes
+        self.store = services.messages
 
-    @property
-    def store(self) -> MessageStore:
-        if self._store is None:
-            self._store = create_store(self.deps.settings, self.deps.db)
-        return self._store
-
-    @activity.defn(name="PlanFanout")
+    @activity.defn(name=names.PLAN_FANOUT)
     async def plan(self, inp: FanoutInput) -> FanoutPlan:
         """User-id ranges of `batch_size` members each: ids in workflow history, not bodies."""
-        row = await ledger.message_row(self.deps.db, int(inp.message_id))
+        row = await ledger.message_row(self.services.sessionmaker, int(inp.message_id))
         if row is None:
             return FanoutPlan(None, [])
-        async with self.deps.db() as db:
+        async with self.services.sessionmaker() as db:
             conversation = await db.get(Conversation, row.conversation_id)
         if conversation is None:
             return FanoutPlan(None, [])
         audience = conversation.parent_id or conversation.id
-        users = await member_users(self.deps.db, audience)
+        users = await member_users(self.services.sessionmaker, audience)
         bounds = [
             Bound(str(after), None if upto is None else str(upto))
             for after, upto in batch_bounds(users, inp.batch_size)
         ]
         return FanoutPlan(str(audience), bounds)
 
-    @activity.defn(name="DeliverBatch")
+    @activity.defn(name=names.DELIVER_BATCH)
     async def deliver_batch(self, batch: BatchInput) -> int:
         message = await self.store.get(int(batch.message_id))
         if message is None:
             return 0
         upto = int(batch.upto_user) if batch.upto_user is not None else None
         users = await member_users(
-            self.deps.db, int(batch.audience_id), int(batch.after_user), upto
+            self.services.sessionmaker, int(batch.audience_id), int(batch.after_user), upto
         )
         items = await deliver_and_push(self.store, self.pushes, message, users, path="workflow")
         return len(items)
 
-    @activity.defn(name="FinishFanout")
+    @activity.defn(name=names.FINISH_FANOUT)
     async def finish(self, message_id: str) -> None:
         await self.store.mark_fanned_out(int(message_id))
 
-    @activity.defn(name="RelayAgentTurn")
+    @activity.defn(name=names.RELAY_AGENT_TURN)
     async def relay(self, inp: RelayInput) -> RelayOutcome:
         """Follow the session's stream and push the turn's events to the conversation's
         members until the turn ends. The stream id is the heartbeat, so a retry resumes."""
         details = activity.info().heartbeat_details
         cursor = str(details[0]) if details else inp.after
-        view = await conversations.load_view(self.deps.db, self.cache, int(inp.conversation_id))
+        view = await conversations.load_view(
+            self.services.sessionmaker, self.cache, int(inp.conversation_id)
+        )
         users = view.user_ids() if view is not None else []
         while True:
             activity.heartbeat(cursor)
-            events = await self.deps.bus.read(inp.session_id, cursor, block_ms=5000)
+            events = await self.services.bus.read(inp.session_id, cursor, block_ms=5000)
             frames = []
             outcome = None
             for event in events:
@@ -109,19 +103,19 @@ class FanoutActivities:
                 if event.data.get("turn_id") != inp.turn_id:
                     continue
                 frames.append(agent_event_frame(inp.conversation_id, inp.agent_id, event))
-                if event.event in TERMINAL:
+                if event.event in FINAL:
                     reply = event.data.get("message_id")
-                    status = "completed" if event.event == "turn.completed" else "failed"
+                    status = "completed" if event.event == TURN_COMPLETED else "failed"
                     outcome = RelayOutcome(status, str(reply) if reply else None)
                     break
             await self.pushes.frames(users, frames)
             if outcome is not None:
                 return outcome
 
-    @activity.defn(name="PostAgentReply")
+    @activity.defn(name=names.POST_AGENT_REPLY)
     async def post_reply(self, inp: PostReplyInput) -> str | None:
         """The agent's reply as a conversation message from the agent, once per turn."""
-        async with self.deps.db() as db:
+        async with self.services.sessionmaker() as db:
             reply = await db.get(Message, int(inp.reply_message_id))
         if reply is None or not reply.content:
             return None

@@ -10,12 +10,13 @@ from collections.abc import Iterator
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.deps import Deps
 from activities.steps import heartbeating
 from chatee.llm import LLMNotConfigured
 from chatee.rag import documents
 from chatee.rag.embed import EmbeddingRejected
 from chatee.rag.parse import UnreadableDocument
+from chatee.services import Services
+from workflows import names
 from workflows.ingest import DocumentStep
 
 # failures no retry can fix: the attempt ends at once, and the message is the document's error
@@ -31,30 +32,38 @@ def _permanent_failures() -> Iterator[None]:
 
 
 class IngestActivities:
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
+    def __init__(self, services: Services) -> None:
+        self.services = services
 
-    @activity.defn(name="PrepareDocument")
+    @activity.defn(name=names.PREPARE_DOCUMENT)
     async def prepare(self, step: DocumentStep) -> int:
         with _permanent_failures():
             return await documents.prepare(
-                self.deps.db, int(step.document_id), step.version, self.deps.settings.rag
+                self.services.sessionmaker,
+                int(step.document_id),
+                step.version,
+                self.services.settings.rag,
             )
 
-    @activity.defn(name="EmbedChunks")
+    @activity.defn(name=names.EMBED_CHUNKS)
     async def embed(self, step: DocumentStep) -> int:
-        rag = self.deps.settings.rag
+        rag = self.services.settings.rag
         with _permanent_failures():
-            client = self.deps.llm.get(rag.embedding_provider)
+            client = self.services.llm.get(rag.embedding_provider)
             async with heartbeating():
                 return await documents.embed_batch(
-                    self.deps.db, client, rag, int(step.document_id), step.version, step.start,
+                    self.services.sessionmaker, client, rag, int(step.document_id), step.version,
+                    step.start,
                     step.end,
                 )  # fmt: skip
 
-    @activity.defn(name="FinishDocument")
+    @activity.defn(name=names.FINISH_DOCUMENT)
     async def finish(self, step: DocumentStep) -> None:
         with _permanent_failures():
             await documents.finish(
-                self.deps.db, int(step.document_id), step.version, step.status, step.error
+                self.services.sessionmaker,
+                int(step.document_id),
+                step.version,
+                step.status,
+                step.error,
             )

@@ -15,24 +15,26 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.deps import Deps
 from activities.steps import announce, complete, heartbeating
 from activities.turns import finish_turn
 from chatee import store
+from chatee.events import MESSAGE_DELTA
 from chatee.llm import PERMANENT_STATUS, LLMNotConfigured, estimate_tokens, rejection_message
 from chatee.metrics import observe_llm, record_tokens
 from chatee.models import Agent, Message
+from chatee.services import Services
+from workflows import names
 from workflows.executor import add_usage
 from workflows.types import FinishTurnInput, StepInput, StepResult, ToolCallRef
 
 
 class LLMActivities:
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
+    def __init__(self, services: Services) -> None:
+        self.services = services
 
-    @activity.defn(name="GenerateReply")
+    @activity.defn(name=names.GENERATE_REPLY)
     async def generate(self, inp: StepInput) -> StepResult:
-        await announce(self.deps.bus, inp)
+        await announce(self.services.bus, inp)
         key = f"{inp.turn_id}:{inp.step}:assistant"
         agent, history = await self._load(inp)
         tools = await self._tools(agent) if inp.allow_tools else []
@@ -42,7 +44,7 @@ class LLMActivities:
                 text, calls, usage = await self._stream(inp, agent, history, tools)
             record_tokens(inp.provider or agent.provider, inp.model or agent.model, usage)
             stored = await store.store_message_once(
-                self.deps.db,
+                self.services.sessionmaker,
                 idempotency_key=key,
                 session_id=int(inp.session_id),
                 role="assistant",
@@ -54,13 +56,13 @@ class LLMActivities:
         message_id, usage = str(stored.id), stored.usage or {}
         refs = [_ref(call, tools) for call in stored.tool_calls or []]
         await complete(
-            self.deps.bus, inp, "asked for tools" if refs else "replied", message_id=message_id
+            self.services.bus, inp, "asked for tools" if refs else "replied", message_id=message_id
         )
         finished = inp.complete_turn and not refs
         if finished:
             total = add_usage(inp.prior_usage, usage)
             await finish_turn(
-                self.deps,
+                self.services,
                 FinishTurnInput(inp.session_id, inp.turn_id, "completed", message_id, total),
                 content=stored.content,
             )
@@ -72,10 +74,10 @@ class LLMActivities:
             turn_completed=finished,
         )
 
-    @activity.defn(name="DecideOption")
+    @activity.defn(name=names.DECIDE_OPTION)
     async def decide(self, inp: StepInput) -> StepResult:
         """The model picks one of the step's options; the chain branches on it."""
-        await announce(self.deps.bus, inp)
+        await announce(self.services.bus, inp)
         agent, history = await self._load(inp)
         options: list[str] = inp.params["options"]
         question = inp.params.get("question") or "Which option fits the conversation best?"
@@ -110,19 +112,19 @@ class LLMActivities:
             )
         usage = usage_of(response.usage) or _estimate(messages, text)
         record_tokens(inp.provider or agent.provider, inp.model or agent.model, usage)
-        await complete(self.deps.bus, inp, f"chose {choice}", choice=choice)
+        await complete(self.services.bus, inp, f"chose {choice}", choice=choice)
         return StepResult(f"chose {choice}", usage=usage, choice=choice)
 
     # -- helpers ----------------------------------------------------------------------------
 
     async def _load(self, inp: StepInput) -> tuple[Agent, list[Message]]:
-        async with self.deps.db() as db:
+        async with self.services.sessionmaker() as db:
             agent = await load_agent(db, inp.agent_id)
             history = await store.turn_context(
                 db,
                 int(inp.session_id),
                 int(inp.turn_id),
-                self.deps.settings.limits.context_messages,
+                self.services.settings.limits.context_messages,
             )
         return agent, history
 
@@ -131,8 +133,8 @@ class LLMActivities:
             return []
         from chatee.mcp import agent_tools
 
-        async with self.deps.db() as db:
-            return await agent_tools(db, agent, self.deps.mcp)
+        async with self.services.sessionmaker() as db:
+            return await agent_tools(db, agent, self.services.mcp)
 
     def _request(
         self, inp: StepInput, agent: Agent, messages: list[dict[str, Any]]
@@ -146,7 +148,7 @@ class LLMActivities:
 
     async def _call(self, agent: Agent, inp: StepInput, make: Any) -> Any:
         provider, model = inp.provider or agent.provider, inp.model or agent.model
-        client = llm_client(self.deps, provider)
+        client = llm_client(self.services, provider)
         # a span and a latency sample per request (chatee.tracing, chatee.metrics)
         with observe_llm(provider, model, session_id=inp.session_id, turn_id=inp.turn_id):
             try:
@@ -177,9 +179,9 @@ class LLMActivities:
                     delta = choice.delta
                     if delta.content:
                         parts.append(delta.content)
-                        await self.deps.bus.publish(
+                        await self.services.bus.publish(
                             inp.session_id,
-                            "message.delta",
+                            MESSAGE_DELTA,
                             {"turn_id": inp.turn_id, "step": inp.step, "text": delta.content},
                         )
                     for tc in delta.tool_calls or []:
@@ -261,10 +263,10 @@ async def load_agent(db: AsyncSession, agent_id: str) -> Agent:
     return agent
 
 
-def llm_client(deps: Deps, provider: str) -> openai.AsyncOpenAI:
+def llm_client(services: Services, provider: str) -> openai.AsyncOpenAI:
     """The provider's client; a provider that is not configured fails the step for good."""
     try:
-        return deps.llm.get(provider)
+        return services.llm.get(provider)
     except LLMNotConfigured as exc:
         raise ApplicationError(str(exc), type="LLMNotConfigured", non_retryable=True) from None
 

@@ -18,9 +18,9 @@ from sqlalchemy import select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.deps import Deps
 from activities.steps import announce, complete, heartbeating
 from chatee import store
+from chatee.events import TOOL_CALL, TOOL_RESULT
 from chatee.mcp import (
     McpConnectFailed,
     McpError,
@@ -30,7 +30,9 @@ from chatee.mcp import (
     tool_name,
 )
 from chatee.models import Agent, McpServer, Message
+from chatee.services import Services
 from chatee.tracing import span
+from workflows import names
 from workflows.types import StepInput, ToolCallInput, ToolCallResult
 
 CONNECT_ATTEMPTS = 3  # attempts that may raise for an unreachable server before it is a result
@@ -39,25 +41,25 @@ EVENT_RESULT_CHARS = 8 * 1024
 
 
 class ToolActivities:
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
+    def __init__(self, services: Services) -> None:
+        self.services = services
 
-    @activity.defn(name="CallMcpTool")
+    @activity.defn(name=names.CALL_MCP_TOOL)
     async def call_tool(self, inp: ToolCallInput) -> ToolCallResult:
         turn, step, call_id = inp.turn_id, inp.step, inp.tool_call_id
-        await announce(self.deps.bus, _step(inp))
+        await announce(self.services.bus, _step(inp))
         key = f"{turn}:{step}:{call_id}:tool"
         name, server, arguments, problem = await self._plan(inp)
-        async with self.deps.db() as db:
+        async with self.services.sessionmaker() as db:
             done = (
                 await db.execute(select(Message).where(Message.idempotency_key == key))
             ).scalar_one_or_none()
         if done is not None:  # an earlier attempt stored it and failed to report
             return await self._finish(inp, done, _parse(done.content), name)
 
-        await self.deps.bus.publish(
+        await self.services.bus.publish(
             inp.session_id,
-            "tool.call",
+            TOOL_CALL,
             {"turn_id": turn, "step": step, "tool_call_id": call_id, "name": name,
              "server_id": inp.server_id, "arguments": _event_arguments(arguments)},
             once_key=f"{turn}:{step}:{call_id}:call",
@@ -68,11 +70,11 @@ class ToolActivities:
             assert server is not None and isinstance(arguments, dict)
             body = await self._call(server, inp.tool, arguments)
         message = await store.store_message_once(
-            self.deps.db,
+            self.services.sessionmaker,
             idempotency_key=key,
             session_id=int(inp.session_id),
             role="tool",
-            content=fit(body, self.deps.settings.limits.max_message_bytes),
+            content=fit(body, self.services.settings.limits.max_message_bytes),
             turn_id=int(turn),
             tool_call_id=call_id,
         )
@@ -82,7 +84,7 @@ class ToolActivities:
         self, inp: ToolCallInput
     ) -> tuple[str, McpServer | None, dict[str, Any] | str | None, str | None]:
         """(name shown, server row, arguments, problem): what to call, or why it cannot be."""
-        async with self.deps.db() as db:
+        async with self.services.sessionmaker() as db:
             agent = await db.get(Agent, int(inp.agent_id))
             server_id = int(inp.server_id) if inp.server_id.isdigit() else 0
             server = await db.get(McpServer, server_id)
@@ -121,7 +123,7 @@ class ToolActivities:
         try:
             with span("mcp.call_tool", **{"mcp.server": server.name, "mcp.tool": tool}):
                 async with heartbeating():
-                    return await self.deps.mcp.call_tool(cfg, tool, arguments)
+                    return await self.services.mcp.call_tool(cfg, tool, arguments)
         except McpConnectFailed as exc:
             if activity.info().attempt < CONNECT_ATTEMPTS:
                 raise ApplicationError(str(exc), type="McpUnavailable") from None
@@ -136,9 +138,9 @@ class ToolActivities:
         is_error = bool(body.get("is_error"))
         content = body.get("content") or []
         shown = _parse(fit(body, EVENT_RESULT_CHARS))  # events stay small; the message is whole
-        await self.deps.bus.publish(
+        await self.services.bus.publish(
             inp.session_id,
-            "tool.result",
+            TOOL_RESULT,
             {"turn_id": turn, "step": step, "tool_call_id": call_id, "name": name,
              "server_id": inp.server_id, "is_error": is_error, "message_id": str(message.id),
              "content": shown.get("content") or [],
@@ -146,7 +148,7 @@ class ToolActivities:
             once_key=f"{turn}:{step}:{call_id}:result",
         )  # fmt: skip
         summary = f"{name}: {'error: ' if is_error else ''}{_preview(content)}"[:200]
-        await complete(self.deps.bus, _step(inp), summary, message_id=str(message.id))
+        await complete(self.services.bus, _step(inp), summary, message_id=str(message.id))
         return ToolCallResult(message_id=str(message.id), is_error=is_error, summary=summary)
 
 

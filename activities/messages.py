@@ -11,12 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.deps import Deps
 from activities.steps import announce, complete
 from activities.turns import finish_turn
 from chatee import store
+from chatee.events import TOOL_RESULT
 from chatee.ids import new_id
 from chatee.models import Agent, Message, Session
+from chatee.services import Services
+from workflows import names
 from workflows.types import (
     AgentTaskInput,
     FinishTurnInput,
@@ -31,27 +33,29 @@ APPROVING = ("y", "yes", "ok", "okay", "approve", "approved", "allow", "sure")
 
 
 class MessageActivities:
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
+    def __init__(self, services: Services) -> None:
+        self.services = services
 
-    @activity.defn(name="PublishTurnEvent")
+    @activity.defn(name=names.PUBLISH_TURN_EVENT)
     async def publish_turn_event(self, event: TurnEvent) -> None:
         """Append a workflow-decided event (e.g. `human.request`) exactly once."""
         data = {"turn_id": event.turn_id, **event.data}
-        await self.deps.bus.publish(event.session_id, event.event, data, once_key=event.once_key)
+        await self.services.bus.publish(
+            event.session_id, event.event, data, once_key=event.once_key
+        )
 
-    @activity.defn(name="FinishTurn")
+    @activity.defn(name=names.FINISH_TURN)
     async def finish_turn(self, inp: FinishTurnInput) -> None:
-        await finish_turn(self.deps, inp)
+        await finish_turn(self.services, inp)
 
-    @activity.defn(name="StoreReply")
+    @activity.defn(name=names.STORE_REPLY)
     async def store_reply(self, inp: StepInput) -> StepResult:
         """AG_ACCEPT / AG_REFUSE fixed replies, and another agent's answer (AG_CALL_AG)."""
-        await announce(self.deps.bus, inp)
+        await announce(self.services.bus, inp)
         params = inp.params
         role = "assistant"
         if "copy_message_id" in params:
-            async with self.deps.db() as db:
+            async with self.services.sessionmaker() as db:
                 source = await db.get(Message, int(params["copy_message_id"]))
             answer = source.content if source else ""
             if params.get("as_reply"):
@@ -63,21 +67,21 @@ class MessageActivities:
         else:
             text = params.get("text") or ""
         if not text and role == "assistant" and inp.action == "AG_ACCEPT":
-            await complete(self.deps.bus, inp, "accepted")
+            await complete(self.services.bus, inp, "accepted")
             return StepResult("accepted")
         message = await store.store_message_once(
-            self.deps.db,
+            self.services.sessionmaker,
             idempotency_key=f"{inp.turn_id}:{inp.step}:{role}",
             session_id=int(inp.session_id),
             role=role,
             content=text,
             turn_id=int(inp.turn_id),
         )
-        await complete(self.deps.bus, inp, "stored reply", message_id=str(message.id))
+        await complete(self.services.bus, inp, "stored reply", message_id=str(message.id))
         completed = inp.complete_turn and role == "assistant"
         if completed:
             await finish_turn(
-                self.deps,
+                self.services,
                 FinishTurnInput(
                     inp.session_id, inp.turn_id, "completed", str(message.id), inp.prior_usage
                 ),
@@ -89,14 +93,14 @@ class MessageActivities:
             turn_completed=completed,
         )
 
-    @activity.defn(name="StoreToolResult")
+    @activity.defn(name=names.STORE_TOOL_RESULT)
     async def store_tool_result(self, inp: StepInput) -> StepResult:
         """A tool call the agent may not make still gets an (error) result."""
-        await announce(self.deps.bus, inp)
+        await announce(self.services.bus, inp)
         call_id, reason = inp.params["tool_call_id"], inp.params["error"]
         body = {"is_error": True, "content": [{"type": "text", "text": reason}]}
         await store.store_message_once(
-            self.deps.db,
+            self.services.sessionmaker,
             idempotency_key=f"{inp.turn_id}:{inp.step}:{call_id}:tool",
             session_id=int(inp.session_id),
             role="tool",
@@ -104,34 +108,36 @@ class MessageActivities:
             turn_id=int(inp.turn_id),
             tool_call_id=call_id,
         )
-        await self.deps.bus.publish(
+        await self.services.bus.publish(
             inp.session_id,
-            "tool.result",
+            TOOL_RESULT,
             {"turn_id": inp.turn_id, "step": inp.step, "tool_call_id": call_id, "is_error": True,
              "content": body["content"]},
             f"{inp.turn_id}:{inp.step}:{call_id}:result",
         )  # fmt: skip
-        await complete(self.deps.bus, inp, reason)
+        await complete(self.services.bus, inp, reason)
         return StepResult(reason, message_id=None)
 
-    @activity.defn(name="RecordHumanReply")
+    @activity.defn(name=names.RECORD_HUMAN_REPLY)
     async def record_human_reply(self, inp: StepInput) -> StepResult:
-        async with self.deps.db() as db:
+        async with self.services.sessionmaker() as db:
             reply = await db.get(Message, int(inp.params["reply_message_id"]))
         text = reply.content.strip() if reply else ""
         first_word = re.match(r"\w+", text.lower())
         approved = bool(first_word) and first_word.group() in APPROVING
         choice = "approved" if approved else "declined"
         summary = f"human replied: {text[:80]}"
-        await complete(self.deps.bus, inp, summary, reply_message_id=inp.params["reply_message_id"])
+        await complete(
+            self.services.bus, inp, summary, reply_message_id=inp.params["reply_message_id"]
+        )
         return StepResult(summary, choice=choice if "approval_for" in inp.params else None)
 
-    @activity.defn(name="PrepareAgentTask")
+    @activity.defn(name=names.PREPARE_AGENT_TASK)
     async def prepare_agent_task(self, task: AgentTaskInput) -> TaskSession:
         """A session of the other agent holding the task as its first message (once per step:
         a retry finds the session the first attempt made)."""
         key = f"task:{task.parent_turn_id}:{task.parent_step}"
-        async with self.deps.db() as db:
+        async with self.services.sessionmaker() as db:
             agent = await db.get(Agent, int(task.agent_id))
             parent = await db.get(Session, int(task.parent_session_id))
             if agent is None or parent is None or agent.owner_id != parent.user_id:
@@ -155,13 +161,13 @@ class MessageActivities:
                     user_id=parent.user_id,
                     agent_id=agent.id,
                     title=f"task from session {parent.id}",
-                    workflow_id=f"task-{task.parent_turn_id}-{task.parent_step}",
+                    workflow_id=names.task_workflow_id(task.parent_turn_id, task.parent_step),
                     status="closed",
                 )
             )
             await db.commit()
         message = await store.store_message_once(
-            self.deps.db,
+            self.services.sessionmaker,
             idempotency_key=key,
             session_id=session_id,
             role="user",

@@ -13,13 +13,14 @@ from typing import Any
 from sqlalchemy import select, update
 from temporalio import activity
 
-from activities.deps import Deps
 from activities.llm import llm_client, load_agent, usage_of
 from activities.steps import announce, complete, heartbeating
 from chatee import memory, store
 from chatee.models import Message
 from chatee.rag import documents
 from chatee.rag.search import Retriever
+from chatee.services import Services
+from workflows import names
 from workflows.types import StepInput, StepResult
 
 WORD = re.compile(r"\w+", re.UNICODE)
@@ -32,18 +33,18 @@ EXTRACT_PROMPT = (
 
 
 class RagActivities:
-    def __init__(self, deps: Deps) -> None:
-        self.deps = deps
-        self.retriever = Retriever(deps.settings, deps.llm)
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.retriever = Retriever(services.settings, services.llm)
 
-    @activity.defn(name="Retrieve")
+    @activity.defn(name=names.RETRIEVE)
     async def retrieve(self, inp: StepInput) -> StepResult:
         """Hybrid search over the agent's knowledge bases, and BM25 over the session's messages
         of earlier turns (including those that no longer fit the model's context)."""
-        await announce(self.deps.bus, inp)
+        await announce(self.services.bus, inp)
         session_id, turn_id = int(inp.session_id), int(inp.turn_id)
-        top_k = int(inp.params.get("top_k", self.deps.settings.rag.top_k))
-        async with self.deps.db() as db:
+        top_k = int(inp.params.get("top_k", self.services.settings.rag.top_k))
+        async with self.services.sessionmaker() as db:
             recent = await store.turn_context(db, session_id, turn_id, 5)
             query = inp.params.get("query") or next(
                 (m.content for m in reversed(recent) if m.role == "user"), ""
@@ -73,7 +74,7 @@ class RagActivities:
         ]
         citations = kb_citations + message_citations
         if not citations:
-            await complete(self.deps.bus, inp, "nothing relevant found", citations=[])
+            await complete(self.services.bus, inp, "nothing relevant found", citations=[])
             return StepResult("nothing relevant found")
         if passages:
             blocks = [
@@ -96,31 +97,31 @@ class RagActivities:
         if hits:
             found.append(f"{len(hits)} earlier messages")
         summary = " and ".join(found) + " retrieved"
-        await complete(self.deps.bus, inp, summary, citations=citations)
+        await complete(self.services.bus, inp, summary, citations=citations)
         return StepResult(summary, citations=citations)
 
-    @activity.defn(name="LoadMemory")
+    @activity.defn(name=names.LOAD_MEMORY)
     async def load_memory(self, inp: StepInput) -> StepResult:
-        await announce(self.deps.bus, inp)
-        async with self.deps.db() as db:
+        await announce(self.services.bus, inp)
+        async with self.services.sessionmaker() as db:
             rows = await memory.entries(
                 db, int(inp.agent_id), int(inp.user_id), inp.params.get("scope", "all")
             )
         if not rows:
-            await complete(self.deps.bus, inp, "no memories")
+            await complete(self.services.bus, inp, "no memories")
             return StepResult("no memories")
         lines = [
             f"- {r.key}: {r.value}" + (" (about this user)" if r.user_id else "") for r in rows
         ]
         await self._note(inp, "What you remember:\n" + "\n".join(lines))
         summary = f"{len(rows)} memories loaded"
-        await complete(self.deps.bus, inp, summary)
+        await complete(self.services.bus, inp, summary)
         return StepResult(summary)
 
-    @activity.defn(name="StoreMemory")
+    @activity.defn(name=names.STORE_MEMORY)
     async def store_memory(self, inp: StepInput) -> StepResult:
         """Store the step's key/value, or let the model extract facts from this turn."""
-        await announce(self.deps.bus, inp)
+        await announce(self.services.bus, inp)
         agent_id, user_id = int(inp.agent_id), int(inp.user_id)
         owner = memory.AGENT_WIDE if inp.params.get("scope") == "agent" else user_id
         usage: dict[str, int] = {}
@@ -130,16 +131,16 @@ class RagActivities:
             async with heartbeating():
                 facts, usage = await self._extract(inp)
         for key, value in facts.items():
-            await memory.put(self.deps.db, agent_id, owner, str(key), str(value))
+            await memory.put(self.services.sessionmaker, agent_id, owner, str(key), str(value))
         summary = f"{len(facts)} memories stored" + (f": {', '.join(facts)}" if facts else "")
-        await complete(self.deps.bus, inp, summary)
+        await complete(self.services.bus, inp, summary)
         return StepResult(summary, usage=usage)
 
     async def _extract(self, inp: StepInput) -> tuple[dict[str, str], dict[str, int]]:
-        async with self.deps.db() as db:
+        async with self.services.sessionmaker() as db:
             agent = await load_agent(db, inp.agent_id)
             history = await store.turn_context(db, int(inp.session_id), int(inp.turn_id), 20)
-        client = llm_client(self.deps, agent.provider)
+        client = llm_client(self.services, agent.provider)
         transcript = "\n".join(
             f"{m.role}: {m.content}" for m in history if m.role in ("user", "assistant")
         )
@@ -169,7 +170,7 @@ class RagActivities:
         """A system message of the turn for the next generation step; a retrieval note keeps
         its citations, which the turn's reply is returned with."""
         note = await store.store_message_once(
-            self.deps.db,
+            self.services.sessionmaker,
             idempotency_key=f"{inp.turn_id}:{inp.step}:{kind}",
             session_id=int(inp.session_id),
             role="system",
@@ -177,7 +178,7 @@ class RagActivities:
             turn_id=int(inp.turn_id),
         )
         if citations and note.citations != citations:
-            async with self.deps.db() as db:
+            async with self.services.sessionmaker() as db:
                 await db.execute(
                     update(Message).where(Message.id == note.id).values(citations=citations)
                 )

@@ -10,25 +10,26 @@ from collections.abc import AsyncIterator
 from temporalio import activity
 
 from chatee.bus import EventBus
+from chatee.events import STEP_COMPLETED, STEP_RETRY, STEP_STARTED, TURN_STARTED
 from workflows.types import StepInput
 
 
 async def announce(bus: EventBus, inp: StepInput) -> None:
     turn, step = inp.turn_id, inp.step
     if inp.start_turn:
-        await bus.publish(inp.session_id, "turn.started", {"turn_id": turn}, f"{turn}:started")
+        await bus.publish(inp.session_id, TURN_STARTED, {"turn_id": turn}, f"{turn}:started")
     attempt = activity.info().attempt
     if attempt > 1 or inp.failover:
         reason = "failover" if inp.failover else "retry"
         await bus.publish(
             inp.session_id,
-            "step.retry",
+            STEP_RETRY,
             {"turn_id": turn, "step": step, "attempt": attempt, "reason": reason},
             f"{turn}:{step}:{reason}:{attempt}",
         )
     await bus.publish(
         inp.session_id,
-        "step.started",
+        STEP_STARTED,
         {"turn_id": turn, "step": step, "action": inp.action},
         f"{turn}:{step}:started",
     )
@@ -37,7 +38,7 @@ async def announce(bus: EventBus, inp: StepInput) -> None:
 async def complete(bus: EventBus, inp: StepInput, result: str, **extra: object) -> None:
     await bus.publish(
         inp.session_id,
-        "step.completed",
+        STEP_COMPLETED,
         {"turn_id": inp.turn_id, "step": inp.step, "action": inp.action, "result": result, **extra},
         f"{inp.turn_id}:{inp.step}:completed",
     )

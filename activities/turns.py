@@ -7,47 +7,50 @@ import json
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from activities.deps import Deps
 from chatee import store
+from chatee.events import TURN_COMPLETED, TURN_FAILED
 from chatee.metrics import TURNS
 from chatee.models import Message, Turn
+from chatee.services import Services
 from workflows.types import FinishTurnInput
 
 
-async def finish_turn(deps: Deps, inp: FinishTurnInput, content: str | None = None) -> None:
+async def finish_turn(services: Services, inp: FinishTurnInput, content: str | None = None) -> None:
     """Record the turn and publish its one ending event. `content`: the reply's text when the
     caller has it at hand (saves reading it back)."""
     session_id, turn_id = int(inp.session_id), int(inp.turn_id)
     if inp.rollback:
-        async with deps.db() as db:
+        async with services.sessionmaker() as db:
             await db.execute(
                 delete(Message).where(Message.session_id == session_id, Message.turn_id == turn_id)
             )
             await db.commit()
     elif inp.status != "completed":  # a completed turn answered every call it made
-        await close_open_tool_calls(deps, session_id, turn_id, inp.error_message or inp.status)
+        await close_open_tool_calls(services, session_id, turn_id, inp.error_message or inp.status)
     elif inp.message_id:
-        await _cite(deps, session_id, turn_id, int(inp.message_id))
-    await _record(deps, inp)
+        await _cite(services, session_id, turn_id, int(inp.message_id))
+    await _record(services, inp)
 
     key = f"{inp.turn_id}:end"  # one ending per turn, whichever is recorded first
     if inp.status == "completed":
         if content is None and inp.message_id:
-            async with deps.db() as db:
+            async with services.sessionmaker() as db:
                 message = await db.get(Message, int(inp.message_id))
                 content = message.content if message else ""
         data = {"turn_id": inp.turn_id, "message_id": inp.message_id, "content": content or ""}
-        await deps.bus.publish(inp.session_id, "turn.completed", {**data, "usage": inp.usage}, key)
+        await services.bus.publish(
+            inp.session_id, TURN_COMPLETED, {**data, "usage": inp.usage}, key
+        )
     else:
         error = {"type": inp.error_type or inp.status, "message": inp.error_message or inp.status}
-        await deps.bus.publish(
-            inp.session_id, "turn.failed", {"turn_id": inp.turn_id, "error": error}, key
+        await services.bus.publish(
+            inp.session_id, TURN_FAILED, {"turn_id": inp.turn_id, "error": error}, key
         )
 
 
-async def _cite(deps: Deps, session_id: int, turn_id: int, message_id: int) -> None:
+async def _cite(services: Services, session_id: int, turn_id: int, message_id: int) -> None:
     """Store what the turn's AG_RAG steps cited with its reply (one indexed read when none)."""
-    async with deps.db() as db:
+    async with services.sessionmaker() as db:
         cited = await store.turn_citations(db, session_id, turn_id)
         if cited:
             await db.execute(
@@ -58,9 +61,11 @@ async def _cite(deps: Deps, session_id: int, turn_id: int, message_id: int) -> N
             await db.commit()
 
 
-async def close_open_tool_calls(deps: Deps, session_id: int, turn_id: int, reason: str) -> None:
+async def close_open_tool_calls(
+    services: Services, session_id: int, turn_id: int, reason: str
+) -> None:
     """Give every tool call of the turn a result, so the conversation stays well-formed."""
-    async with deps.db() as db:
+    async with services.sessionmaker() as db:
         rows = (
             await db.execute(
                 select(Message).where(Message.session_id == session_id, Message.turn_id == turn_id)
@@ -73,7 +78,7 @@ async def close_open_tool_calls(deps: Deps, session_id: int, turn_id: int, reaso
             if call["id"] in answered:
                 continue
             await store.store_message_once(
-                deps.db,
+                services.sessionmaker,
                 idempotency_key=f"{turn_id}:{call['id']}:closed",
                 session_id=session_id,
                 role="tool",
@@ -85,8 +90,8 @@ async def close_open_tool_calls(deps: Deps, session_id: int, turn_id: int, reaso
             )
 
 
-async def _record(deps: Deps, inp: FinishTurnInput) -> None:
-    async with deps.db() as db:
+async def _record(services: Services, inp: FinishTurnInput) -> None:
+    async with services.sessionmaker() as db:
         if await db.get(Turn, int(inp.turn_id)) is not None:
             return
         db.add(

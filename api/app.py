@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from api import errors
-from api.deps import Resources
+from api.deps import Services
 from api.limits import BodySizeLimit
 from api.mcp_server import AgentsMcpServer
 from api.metrics import Observe
@@ -33,16 +33,10 @@ from api.routers import (
 from api.ws import Hub
 from api.ws import router as ws_router
 from chatee import temporal
-from chatee.bus import EventBus
 from chatee.config import ConfigError, Settings
-from chatee.db import create_engine, session_factory
 from chatee.logging import register_secret
-from chatee.mcp import McpManager, persist_tools
 from chatee.messaging.cache import watch_agent_writes
-from chatee.messaging.service import Messenger
-from chatee.messaging.store import create_store
 from chatee.nodes import NodeLease
-from chatee.redis import connect_redis
 from chatee.runtime import tune_for_serving
 from chatee.tracing import setup_tracing
 
@@ -56,45 +50,24 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.sqlalchemy_url())
-        redis = connect_redis(settings)
-        lease = None
-        if "node_id" not in settings.model_fields_set:  # replicas share a config: lease one
-            lease = NodeLease(redis)
-            await lease.acquire()
         # lazy: the API starts (and /readyz reports) even while Temporal is still coming up
         client = await temporal.connect(settings, lazy=True)
-        app.state.resources = Resources(
-            settings=settings,
-            engine=engine,
-            db=session_factory(engine),
-            redis=redis,
-            bus=EventBus(redis, settings.events.retention_seconds, settings.events.max_len),
-            temporal=client,
-        )
-        # this process's pooled MCP sessions (registry connect/list/call)
-        app.state.mcp = McpManager(settings, on_tools_changed=persist_tools(app.state.resources.db))
-        # messaging: the message store, sends/reads, and this process's WebSocket hub
-        res = app.state.resources
-        message_store = create_store(settings, res.db)
-        app.state.messenger = Messenger(settings, res.db, redis, message_store, client)
-        watch_agent_writes(app.state.messenger.cache)
-        app.state.messenger.cache.listen()  # a near copy of memberships, invalidated by pub/sub
-        app.state.hub = Hub(res, app.state.messenger)
+        svc = app.state.services = Services.create(settings, client)
+        lease = None
+        if "node_id" not in settings.model_fields_set:  # replicas share a config: lease one
+            lease = NodeLease(svc.redis)
+            await lease.acquire()
+        watch_agent_writes(svc.messenger.cache)
+        svc.messenger.cache.listen()  # a near copy of memberships, invalidated by pub/sub
+        app.state.hub = Hub(svc)  # this process's WebSocket connections
         await app.state.hub.start()
         tune_for_serving()  # after everything startup built: see chatee/runtime.py
         async with mcp_endpoint.lifespan():
             yield
         await app.state.hub.stop()
-        await app.state.messenger.cache.close()
-        await res.bus.close()
-        await knowledge.close(app)
-        await message_store.close()
-        await app.state.mcp.close()
         if lease:
             await lease.release()
-        await redis.aclose()
-        await engine.dispose()
+        await svc.close()
 
     app = FastAPI(
         title="Chatee",

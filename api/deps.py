@@ -14,18 +14,17 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException
-from temporalio.client import Client
 
 from api.errors import Problem, unavailable
-from chatee.bus import EventBus
-from chatee.config import Settings
+from chatee.ids import parse_id as parse_id  # routers take it from here
 from chatee.logging import get_logger
+from chatee.mcp import McpManager
+from chatee.messaging.service import Messenger
 from chatee.models import ApiKey, utcnow
 from chatee.security import (
     API_KEY_PREFIX,
@@ -34,33 +33,24 @@ from chatee.security import (
     AccessClaims,
     InvalidToken,
     decode_access_token,
-    derive_pepper,
+    deny_keys,
     hash_secret,
+    pepper,
     scope_allows,
 )
+from chatee.services import Services
 
 log = get_logger(__name__)
-REVOKED_JTI = "chatee:auth:revoked:jti:"  # + jti, until the token's exp
-REVOKED_FAMILY = "chatee:auth:revoked:family:"  # + family id, for one access-token lifetime
 LAST_USED_EVERY = timedelta(seconds=60)  # an API key's last_used_at is written at most this often
 
 
-@dataclass
-class Resources:
-    settings: Settings
-    engine: AsyncEngine
-    db: async_sessionmaker[AsyncSession]
-    redis: Redis
-    bus: EventBus
-    temporal: Client
+def services(request: Request) -> Services:
+    """The process's services, built once by the app's lifespan (chatee/services.py)."""
+    return request.app.state.services
 
 
-def resources(request: Request) -> Resources:
-    return request.app.state.resources
-
-
-async def db_session(res: Annotated[Resources, Depends(resources)]) -> AsyncIterator[AsyncSession]:
-    async with res.db() as session:
+async def db_session(svc: Annotated[Services, Depends(services)]) -> AsyncIterator[AsyncSession]:
+    async with svc.sessionmaker() as session:
         yield session
 
 
@@ -80,38 +70,29 @@ class Principal:
         return group is not None and scope_allows(self.scopes, group, write)
 
 
-def pepper(settings: Settings) -> bytes:
-    assert settings.jwt_secret is not None
-    configured = settings.security.api_key_pepper
-    return derive_pepper(
-        settings.jwt_secret.get_secret_value(),
-        configured.get_secret_value() if configured else None,
-    )
-
-
-async def authenticate(res: Resources, token: str) -> Principal | None:
+async def authenticate(svc: Services, token: str) -> Principal | None:
     """The caller behind a bearer token, or None when it is invalid, expired or revoked."""
     if token.startswith(API_KEY_PREFIX):
-        return await _api_key(res, token)
-    assert res.settings.jwt_secret is not None
+        return await _api_key(svc, token)
+    assert svc.settings.jwt_secret is not None
     try:
-        claims = decode_access_token(token, res.settings.jwt_secret.get_secret_value())
+        claims = decode_access_token(token, svc.settings.jwt_secret.get_secret_value())
     except InvalidToken:
         return None
-    keys = _deny_keys(claims)
+    keys = deny_keys(claims)
     if keys:
         try:
-            if await res.redis.exists(*keys):
+            if await svc.redis.exists(*keys):
                 return None
         except RedisError:  # cannot tell whether it was revoked: refuse to guess
             raise unavailable("Redis") from None
     return Principal(claims.user_id, "user", claims=claims)
 
 
-async def _api_key(res: Resources, token: str) -> Principal | None:
-    digest = hash_secret(token, pepper(res.settings))
+async def _api_key(svc: Services, token: str) -> Principal | None:
+    digest = hash_secret(token, pepper(svc.settings))
     try:
-        async with res.db() as db:
+        async with svc.sessionmaker() as db:
             key = await db.scalar(
                 select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
             )
@@ -126,19 +107,19 @@ async def _api_key(res: Resources, token: str) -> Principal | None:
     return Principal(key.user_id, "api_key", key_id=key.id, scopes=frozenset(key.scopes or ()))
 
 
-async def revoked(res: Resources, principals: Sequence[Principal]) -> list[bool]:
+async def revoked(svc: Services, principals: Sequence[Principal]) -> list[bool]:
     """Which of these callers' credentials have been revoked since they were checked: for the
     streams that stay open (WebSocket, SSE), re-checked now and then. One MGET for every
     token's deny-list keys, one query for API keys. When Redis or the database cannot be
     asked, nothing is reported revoked: a dependency blip must not drop every open stream."""
-    keys: list[list[str]] = [_deny_keys(p.claims) if p.claims else [] for p in principals]
+    keys: list[list[str]] = [deny_keys(p.claims) if p.claims else [] for p in principals]
     flat = [key for ks in keys for key in ks]
     key_ids = {p.key_id for p in principals if p.key_id is not None}
     try:
-        hits = dict(zip(flat, await res.redis.mget(flat), strict=True)) if flat else {}
+        hits = dict(zip(flat, await svc.redis.mget(flat), strict=True)) if flat else {}
         gone: set[int] = set()
         if key_ids:
-            async with res.db() as db:
+            async with svc.sessionmaker() as db:
                 gone = set(
                     (
                         await db.scalars(
@@ -155,13 +136,6 @@ async def revoked(res: Resources, principals: Sequence[Principal]) -> list[bool]
         any(hits.get(k) for k in ks) or (p.key_id is not None and p.key_id in gone)
         for p, ks in zip(principals, keys, strict=True)
     ]
-
-
-def _deny_keys(claims: AccessClaims) -> list[str]:
-    keys = [REVOKED_JTI + claims.jti] if claims.jti else []
-    if claims.family:
-        keys.append(REVOKED_FAMILY + claims.family)
-    return keys
 
 
 def route_group(path: str) -> str | None:
@@ -183,12 +157,12 @@ _bearer = HTTPBearer(
 
 async def current_principal(
     request: Request,
-    res: Annotated[Resources, Depends(resources)],
+    svc: Annotated[Services, Depends(services)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None:
         raise unauthorized("missing bearer token")
-    principal = await authenticate(res, credentials.credentials)
+    principal = await authenticate(svc, credentials.credentials)
     if principal is None:
         raise unauthorized("invalid, expired or revoked token")
     write = request.method not in READ_METHODS
@@ -199,7 +173,7 @@ async def current_principal(
     if write:
         from api.ratelimit import limit_user_writes  # import here: ratelimit imports deps
 
-        await limit_user_writes(request.app, res, principal.user_id)
+        await limit_user_writes(request.app, svc, principal.user_id)
     request.state.principal = principal
     return principal
 
@@ -208,14 +182,19 @@ def current_user_id(principal: Annotated[Principal, Depends(current_principal)])
     return principal.user_id
 
 
-def parse_id(raw: str, what: str) -> int:
-    """Path ids are decimal snowflakes; anything else names nothing, so it is a 404."""
-    if not raw.isdigit() or len(raw) > 20 or int(raw) >= 1 << 63:
-        raise Problem(404, f"{what} not found")
-    return int(raw)
+Svc = Annotated[Services, Depends(services)]
 
 
-Res = Annotated[Resources, Depends(resources)]
+def messenger(svc: Svc) -> Messenger:
+    return svc.messenger
+
+
+def mcp_manager(svc: Svc) -> McpManager:
+    return svc.mcp
+
+
+Msg = Annotated[Messenger, Depends(messenger)]
+Mcp = Annotated[McpManager, Depends(mcp_manager)]
 DB = Annotated[AsyncSession, Depends(db_session)]
 Caller = Annotated[Principal, Depends(current_principal)]
 UserId = Annotated[int, Depends(current_user_id)]

@@ -17,6 +17,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError
 
+from chatee.errors import ChateeError
 from chatee.logging import get_logger
 
 log = get_logger(__name__)
@@ -55,6 +56,12 @@ def problem_response(
         body["request_id"] = request_id
         headers = {**(headers or {}), "X-Request-ID": request_id}
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def domain_response(exc: ChateeError) -> JSONResponse:
+    """A domain error as problem+json: the one place the core's errors meet HTTP."""
+    retry = {"Retry-After": "2"} if exc.status == 503 else None  # every 503 is transient
+    return problem_response(exc.status, exc.detail, f"/problems/{exc.code}", retry, **exc.extra)
 
 
 def not_found(what: str) -> Problem:
@@ -155,6 +162,10 @@ def install(app: FastAPI) -> None:
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
         retry = {"Retry-After": "2"} if exc.status == 503 else None  # every 503 is transient
         return problem_response(exc.status, exc.detail, exc.type, headers=retry, **exc.extra)
+
+    @app.exception_handler(ChateeError)
+    async def _domain(_: Request, exc: ChateeError) -> JSONResponse:
+        return domain_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -5,21 +5,20 @@ Each of the caller's agents is one tool (`<agent name>_<agent id>`, sanitised) t
 and answers with the agent's reply (text), plus `{session_id, turn_id, message_id, reply}` as
 structured content so the next call can continue the same conversation.
 
-A tool call goes through the public HTTP contract in-process (`POST /api/v1/sessions`,
-`POST /api/v1/chat/stream` over an ASGI transport, with the caller's own token), so it gets the
-same validation, ownership checks and limits as any other client. The MCP transport runs
-stateless with JSON responses: any API process can serve any request.
+A tool call runs the same use cases as `POST /api/v1/sessions` and `POST /api/v1/chat/stream`
+(`chatee.agent_sessions`), so it gets the same validation, ownership checks and limits as any
+other client; a refusal comes back as a tool error. The MCP transport runs stateless with JSON
+responses: any API process can serve any request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import mcp_types as types
 from fastapi import FastAPI
 from mcp.server import Server
@@ -30,14 +29,18 @@ from starlette.types import Receive, Scope, Send
 
 from api.deps import authenticate
 from api.errors import Problem, problem_response
+from chatee import agent_sessions
 from chatee.config import Settings
+from chatee.errors import ChateeError
+from chatee.events import TURN_COMPLETED, TURN_FAILED
+from chatee.ids import parse_id
 from chatee.logging import get_logger
 from chatee.models import Agent
+from chatee.services import Services
 
 log = get_logger(__name__)
 
 USER_KEY = "chatee.user_id"
-TOKEN_KEY = "chatee.token"
 INPUT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -93,7 +96,7 @@ class AgentsMcpServer:
         if scope["type"] != "http":
             return
         try:
-            user_id, token = await self._authenticate(scope)
+            user_id = await self._authenticate(scope)
         except Problem as exc:  # revocations cannot be checked right now
             await problem_response(exc.status, exc.detail, exc.type)(scope, receive, send)
             return
@@ -109,24 +112,24 @@ class AgentsMcpServer:
         if self._sessions is None:
             await problem_response(503, "the MCP endpoint is starting")(scope, receive, send)
             return
-        scope[USER_KEY], scope[TOKEN_KEY] = user_id, token
+        scope[USER_KEY] = user_id
         await self._sessions.handle_request(scope, receive, send)
 
-    async def _authenticate(self, scope: Scope) -> tuple[int | None, str]:
+    async def _authenticate(self, scope: Scope) -> int | None:
         """An access token, or an API key with the `chat` scope (tools run agent turns)."""
         header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
         scheme, _, token = header.decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            return None, ""
-        principal = await authenticate(self.app.state.resources, token.strip())
+            return None
+        principal = await authenticate(self.app.state.services, token.strip())
         if principal is None or not principal.allows("chat", write=True):
-            return None, ""
-        return principal.user_id, token.strip()
+            return None
+        return principal.user_id
 
     # -- MCP handlers ---------------------------------------------------------------------------
 
     async def _agents(self, user_id: int) -> list[Agent]:
-        async with self.app.state.resources.db() as db:
+        async with self.app.state.services.sessionmaker() as db:
             rows = await db.execute(
                 select(Agent).where(Agent.owner_id == user_id).order_by(Agent.id)
             )
@@ -135,7 +138,7 @@ class AgentsMcpServer:
     async def _list_tools(
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        user_id, _ = _caller(ctx)
+        user_id = _caller(ctx)
         tools = []
         for agent in await self._agents(user_id):
             about = agent.system_prompt.strip().splitlines()[0][:200] if agent.system_prompt else ""
@@ -155,7 +158,7 @@ class AgentsMcpServer:
     async def _call_tool(
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
-        user_id, token = _caller(ctx)
+        user_id = _caller(ctx)
         agent = next(
             (a for a in await self._agents(user_id) if agent_tool_name(a) == params.name), None
         )
@@ -167,42 +170,41 @@ class AgentsMcpServer:
             return _error("message: a non-empty string is required")
         if session_id is not None and not isinstance(session_id, str):
             return _error("session_id: must be a string")
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=self.app),
-            base_url="http://chatee.internal",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=self.turn_timeout,
-        ) as http:
-            return await self._turn(http, agent, message, session_id)
+        svc: Services = self.app.state.services
+        retry = await svc.limiter.hit(
+            "user-writes", str(user_id), svc.settings.security.user_writes_per_window
+        )
+        if retry is not None:
+            return _error(f"too many writes from this user; retry in {retry} s")
+        return await self._turn(svc, user_id, agent, message, session_id)
 
     async def _turn(
-        self, http: httpx.AsyncClient, agent: Agent, message: str, session_id: str | None
+        self, svc: Services, user_id: int, agent: Agent, message: str, session_id: str | None
     ) -> types.CallToolResult:
-        if session_id is None:
-            r = await http.post("/api/v1/sessions", json={"agent_id": str(agent.id)})
-            if r.status_code != 201:
-                return _error(f"could not open a session: {_detail(r)}")
-            session_id = str(r.json()["id"])
-        else:
-            r = await http.get(f"/api/v1/sessions/{session_id}")
-            if r.status_code != 200:
-                return _error(f"session_id: {_detail(r)}")
-            if str(r.json().get("agent_id")) != str(agent.id):
-                return _error("session_id: that session belongs to another agent")
-        try:
-            async with contextlib.AsyncExitStack() as stack:
-                r = await stack.enter_async_context(
-                    http.stream(
-                        "POST",
-                        "/api/v1/chat/stream",
-                        json={"session_id": session_id, "content": message},
+        async with svc.sessionmaker() as db:
+            try:
+                if session_id is None:
+                    session = await agent_sessions.start_session(svc, db, agent, None)
+                else:
+                    session = await agent_sessions.owned_session(
+                        db, user_id, parse_id(session_id, "session")
                     )
-                )
-                if r.status_code != 200:
-                    await r.aread()
-                    return _error(f"the message was not accepted: {_detail(r)}", session_id)
-                async for name, data in _sse(r):
-                    if name == "turn.completed":
+            except ChateeError as exc:
+                what = "could not open a session" if session_id is None else "session_id"
+                return _error(f"{what}: {exc.detail}")
+        if session.agent_id != agent.id:
+            return _error("session_id: that session belongs to another agent")
+        session_id = str(session.id)
+        try:
+            accepted = await agent_sessions.submit_turn(svc, user_id, session.id, message, None)
+        except ChateeError as exc:
+            return _error(f"the message was not accepted: {exc.detail}", session_id)
+        events = agent_sessions.turn_events(svc, session.id, accepted.after, accepted.turn_id)
+        try:
+            async with asyncio.timeout(self.turn_timeout):
+                async for event in events:
+                    data = event.data
+                    if event.event == TURN_COMPLETED:
                         reply = str(data.get("content") or "")
                         return types.CallToolResult(
                             content=[types.TextContent(type="text", text=reply)],
@@ -213,7 +215,7 @@ class AgentsMcpServer:
                                 "reply": reply,
                             },
                         )
-                    if name == "turn.failed":
+                    if event.event == TURN_FAILED:
                         error = data.get("error") or {}
                         return _error(
                             f"the agent's turn failed ({error.get('type', 'error')}): "
@@ -221,7 +223,7 @@ class AgentsMcpServer:
                             session_id,
                             turn_id=data.get("turn_id"),
                         )
-        except httpx.TimeoutException:
+        except TimeoutError:
             return _error(
                 f"the agent did not finish within {self.turn_timeout:g} s; its reply will be "
                 "in the session",
@@ -230,11 +232,11 @@ class AgentsMcpServer:
         return _error("the event stream ended before the turn did", session_id)
 
 
-def _caller(ctx: ServerRequestContext[Any, Any]) -> tuple[int, str]:
+def _caller(ctx: ServerRequestContext[Any, Any]) -> int:
     scope = ctx.request.scope if ctx.request is not None else {}
     if USER_KEY not in scope:  # cannot happen behind AgentsMcpServer.__call__
         raise PermissionError("unauthenticated MCP request")
-    return scope[USER_KEY], scope[TOKEN_KEY]
+    return scope[USER_KEY]
 
 
 def _error(text: str, session_id: str | None = None, **extra: Any) -> types.CallToolResult:
@@ -244,33 +246,3 @@ def _error(text: str, session_id: str | None = None, **extra: Any) -> types.Call
         structured_content=structured,
         is_error=True,
     )
-
-
-def _detail(r: httpx.Response) -> str:
-    try:
-        return str(r.json().get("detail") or r.text)[:500]
-    except ValueError:
-        return f"HTTP {r.status_code}"
-
-
-async def _sse(r: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """(event, data) pairs of a text/event-stream; comments (keep-alive pings) are skipped."""
-    name, data = "message", []
-    async for line in r.aiter_lines():
-        if not line:
-            try:
-                parsed = json.loads("\n".join(data)) if data else None
-            except ValueError:
-                parsed = None
-            if isinstance(parsed, dict):
-                yield name, parsed
-            name, data = "message", []
-        elif line.startswith(":"):
-            continue
-        else:
-            field, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if field == "event":
-                name = value
-            elif field == "data":
-                data.append(value)

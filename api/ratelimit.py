@@ -1,10 +1,4 @@
-"""Rate limits: a Redis sliding window per client IP and per user, answered with 429.
-
-Each budget is a sorted set of request timestamps (`chatee:rl:<budget>:<who>`). One Lua script
-drops the entries older than the window, counts the rest and, if there is room, records this
-request — atomic, so API processes sharing Redis share the budget, and timed by Redis's clock,
-so their clocks need not agree. A refused request is not recorded, so the window recovers by
-itself; `Retry-After` says when the oldest counted request leaves it.
+"""Rate limits per client IP and per user, answered with 429 (the window: chatee/ratelimit.py).
 
 If Redis cannot be reached the request goes through (logged): a limiter outage should not take
 the API down with it.
@@ -12,80 +6,20 @@ the API down with it.
 
 from __future__ import annotations
 
-import ipaddress
-import math
-import uuid
 from typing import Any
 
-from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import problem_response
 from chatee.config import Settings
-from chatee.logging import get_logger
-
-log = get_logger(__name__)
-
-# KEYS[1]: the window's sorted set; ARGV: window ms, limit, unique member. → {allowed, retry ms}
-SLIDING_WINDOW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) < limit then
-  redis.call('ZADD', KEYS[1], now, now .. ':' .. ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], window)
-  return {1, 0}
-end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {0, tonumber(oldest[2]) + window - now}
-"""
-
-
-class Limiter:
-    """The sliding-window script bound to one Redis client."""
-
-    def __init__(self, redis: Any, settings: Settings) -> None:
-        self.script = redis.register_script(SLIDING_WINDOW)
-        self.knobs = settings.security
-        self.window_ms = self.knobs.rate_window_seconds * 1000
-        self.exempt = [
-            ipaddress.ip_network(n, strict=False) for n in self.knobs.rate_limit_exempt_ips
-        ]
-
-    async def hit(self, budget: str, who: str, limit: int) -> int | None:
-        """Count one request; None if it fits, else the seconds until it would."""
-        if limit <= 0 or not self.knobs.rate_limits_enabled:
-            return None
-        try:
-            allowed, retry_ms = await self.script(
-                keys=[f"chatee:rl:{budget}:{who}"], args=[self.window_ms, limit, uuid.uuid4().hex]
-            )
-        except RedisError as exc:
-            log.warning("rate limiter unavailable; request let through", error=str(exc))
-            return None
-        return None if allowed else max(1, math.ceil(int(retry_ms) / 1000))
-
-    def exempt_ip(self, ip: str) -> bool:
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        return any(address in network for network in self.exempt)
+from chatee.ratelimit import Limiter
 
 
 def limiter(app: Any) -> Limiter | None:
-    """This app's limiter, made on first use (the Redis client exists once the app started)."""
-    state = app.state
-    made = getattr(state, "rate_limiter", None)
-    if made is None:
-        res = getattr(state, "resources", None)
-        if res is None:
-            return None
-        made = state.rate_limiter = Limiter(res.redis, res.settings)
-    return made
+    """This app's limiter (None until its services exist: the lifespan builds them)."""
+    services = getattr(app.state, "services", None)
+    return services.limiter if services is not None else None
 
 
 def too_many(retry_after: int, what: str) -> HTTPException:
@@ -94,13 +28,13 @@ def too_many(retry_after: int, what: str) -> HTTPException:
     )
 
 
-async def limit_user_writes(app: Any, res: Any, user_id: int) -> None:
+async def limit_user_writes(app: Any, svc: Any, user_id: int) -> None:
     """The per-user budget for writes (POST/PUT/PATCH/DELETE); raises 429 when spent."""
     made = limiter(app)
     if made is None:
         return
     retry = await made.hit(
-        "user-writes", str(user_id), res.settings.security.user_writes_per_window
+        "user-writes", str(user_id), svc.settings.security.user_writes_per_window
     )
     if retry is not None:
         raise too_many(retry, "writes from this user")

@@ -9,29 +9,28 @@ from collections.abc import AsyncIterator
 
 from sse_starlette import EventSourceResponse
 
-from api.deps import Principal, Resources, revoked
+from api.deps import Principal, revoked
 from chatee.bus import Event
-
-TERMINAL_EVENTS = frozenset({"turn.completed", "turn.failed"})
+from chatee.services import Services
 
 
 def event_source(
-    events: AsyncIterator[Event], res: Resources, caller: Principal
+    events: AsyncIterator[Event], svc: Services, caller: Principal
 ) -> EventSourceResponse:
     """The events as SSE, for as long as the caller's token stays valid: it is re-checked
     every `security.stream_recheck_seconds`, and a revoked one ends the stream."""
 
     async def frames() -> AsyncIterator[dict[str, str]]:
-        async for event in _while_valid(events, res, caller):
+        async for event in _while_valid(events, svc, caller):
             yield {"id": event.id, "event": event.event, "data": json.dumps(event.data)}
 
     return EventSourceResponse(frames(), ping=15, headers={"Cache-Control": "no-cache"})
 
 
 async def _while_valid(
-    events: AsyncIterator[Event], res: Resources, caller: Principal
+    events: AsyncIterator[Event], svc: Services, caller: Principal
 ) -> AsyncIterator[Event]:
-    period = res.settings.security.stream_recheck_seconds
+    period = svc.settings.security.stream_recheck_seconds
     upcoming = asyncio.ensure_future(anext(events))
     checked = time.monotonic()
     try:
@@ -39,7 +38,7 @@ async def _while_valid(
             wait = max(0.0, checked + period - time.monotonic())
             done, _ = await asyncio.wait({upcoming}, timeout=wait)
             if time.monotonic() - checked >= period:
-                if (await revoked(res, [caller]))[0]:
+                if (await revoked(svc, [caller]))[0]:
                     return
                 checked = time.monotonic()
             if not done:
@@ -52,13 +51,3 @@ async def _while_valid(
             upcoming = asyncio.ensure_future(anext(events))
     finally:
         upcoming.cancel()
-
-
-async def turn_events(events: AsyncIterator[Event], turn_id: str) -> AsyncIterator[Event]:
-    """The events of one turn, ending after its `turn.completed` / `turn.failed`."""
-    async for event in events:
-        if event.data.get("turn_id") != turn_id:
-            continue
-        yield event
-        if event.event in TERMINAL_EVENTS:
-            return

@@ -9,6 +9,8 @@ from __future__ import annotations
 import threading
 import time
 
+from chatee.errors import NotFound
+
 EPOCH_MS = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 NODE_BITS = 10
 SEQUENCE_BITS = 12
@@ -69,3 +71,10 @@ def new_id() -> int:
 
         _default = SnowflakeGenerator(get_settings().node_id)
     return _default.next_id()
+
+
+def parse_id(raw: str, what: str) -> int:
+    """Ids from outside are decimal snowflakes; anything else names nothing, so it is a 404."""
+    if not raw.isdigit() or len(raw) > 20 or int(raw) >= 1 << 63:
+        raise NotFound(f"{what} not found")
+    return int(raw)

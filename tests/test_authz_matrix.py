@@ -346,7 +346,7 @@ def test_every_route_is_in_the_matrix() -> None:
     assert not missing, "\n".join(
         f"route {key} is not in the matrix (tests/test_authz_matrix.py)" for key in missing
     )
-    from api.ws import HANDLERS
+    from api.ws.frames import HANDLERS
 
     frames = sorted(set(HANDLERS) - set(WS_FRAMES))
     assert not frames, f"WebSocket frame types not in the matrix: {frames}"

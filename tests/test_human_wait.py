@@ -14,21 +14,22 @@ import pytest
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from activities.deps import Deps
 from chatee.bus import EventBus
 from chatee.config import load_settings
+from chatee.devtools.llm_server import LLMServerThread
 from chatee.ids import new_id
 from chatee.models import Agent, Message, Session, User
-from tests.llm_server import LLMServerThread
+from chatee.services import Services
 from workers.main import QUEUES, build_workers
-from workflows.types import (
+from workflows.names import (
     AGENTS_QUEUE,
-    HumanReply,
-    SendMessage,
-    SessionInput,
-    SessionState,
+    HUMAN_REPLY_SIGNAL,
+    SEND_MESSAGE_UPDATE,
+    SESSION_WORKFLOW,
+    STATE_QUERY,
     session_workflow_id,
 )
+from workflows.types import HumanReply, SendMessage, SessionInput, SessionState
 
 THREE_DAYS = 3 * 24 * 3600
 
@@ -42,20 +43,22 @@ async def skipping() -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest.fixture(scope="module")
-async def deps(sqlite_url: str, redis_url: str, llm: LLMServerThread) -> AsyncIterator[Deps]:
+async def deps(
+    skipping: WorkflowEnvironment, sqlite_url: str, redis_url: str, llm: LLMServerThread
+) -> AsyncIterator[Services]:
     settings = load_settings(
         database_url=sqlite_url, redis_url=redis_url, llm_openai_base_url=llm.base_url
     )
-    made = Deps.create(settings)
+    made = Services.create(settings, skipping.client)
     yield made
     await made.close()
 
 
-async def start_session(env: WorkflowEnvironment, deps: Deps, content: str) -> WorkflowHandle:
+async def start_session(env: WorkflowEnvironment, deps: Services, content: str) -> WorkflowHandle:
     chain = [{"type": "AG_CALL_HUMAN", "prompt": "OK to book?", "timeout_seconds": THREE_DAYS},
              "AG_SELF_GEN"]  # fmt: skip
     user_id, agent_id, session_id, turn_id, message_id = (new_id() for _ in range(5))
-    async with deps.db() as db:
+    async with deps.sessionmaker() as db:
         db.add(User(id=user_id, username=f"u-{uuid.uuid4().hex[:10]}", password_hash="x"))
         db.add(Agent(id=agent_id, owner_id=user_id, name="booker", provider="openai",
                      model="scripted", chain=chain, mcp_servers=[], memory={}))  # fmt: skip
@@ -65,13 +68,13 @@ async def start_session(env: WorkflowEnvironment, deps: Deps, content: str) -> W
                        turn_id=turn_id))  # fmt: skip
         await db.commit()
     handle = await env.client.start_workflow(
-        "AgentSession",
+        SESSION_WORKFLOW,
         SessionInput(str(session_id), str(agent_id), str(user_id)),
         id=session_workflow_id(session_id),
         task_queue=AGENTS_QUEUE,
     )
     await handle.execute_update(
-        "send_message", SendMessage(str(turn_id), str(message_id), chain=chain)
+        SEND_MESSAGE_UPDATE, SendMessage(str(turn_id), str(message_id), chain=chain)
     )
     return handle
 
@@ -83,7 +86,7 @@ async def final_event(bus: EventBus, session_id: str) -> str:
 
 async def wait_state(handle: WorkflowHandle, status: str) -> SessionState:
     for _ in range(200):
-        state = await handle.query("state", result_type=SessionState)
+        state = await handle.query(STATE_QUERY, result_type=SessionState)
         if state.status == status:
             return state
         await asyncio.sleep(0.05)
@@ -91,7 +94,7 @@ async def wait_state(handle: WorkflowHandle, status: str) -> SessionState:
 
 
 @pytest.fixture
-async def workers(skipping: WorkflowEnvironment, deps: Deps) -> AsyncIterator[None]:
+async def workers(skipping: WorkflowEnvironment, deps: Services) -> AsyncIterator[None]:
     """Every queue's worker, in this process, on the time-skipping server."""
     running = build_workers(skipping.client, deps, list(QUEUES))
     tasks = [asyncio.create_task(w.run()) for w in running]
@@ -103,21 +106,21 @@ async def workers(skipping: WorkflowEnvironment, deps: Deps) -> AsyncIterator[No
 
 @pytest.mark.usefixtures("workers")
 async def test_a_reply_after_two_days_continues_the_turn(
-    skipping: WorkflowEnvironment, deps: Deps
+    skipping: WorkflowEnvironment, deps: Services
 ) -> None:
     handle = await start_session(skipping, deps, "book the train")
     session_id = handle.id.removeprefix("session-")
     state = await wait_state(handle, "waiting_for_human")
     await skipping.sleep(timedelta(days=2))
-    assert (await handle.query("state", result_type=SessionState)).status == "waiting_for_human"
+    assert (await handle.query(STATE_QUERY, result_type=SessionState)).status == "waiting_for_human"
 
     reply_id = new_id()
-    async with deps.db() as db:
+    async with deps.sessionmaker() as db:
         turn_id = int(state.active_turn.turn_id)  # type: ignore[union-attr]
         db.add(Message(id=reply_id, session_id=int(session_id), role="user",
                        content="yes, book it", turn_id=turn_id))  # fmt: skip
         await db.commit()
-    await handle.signal("human_reply", HumanReply(state.pending_human_request, str(reply_id)))
+    await handle.signal(HUMAN_REPLY_SIGNAL, HumanReply(state.pending_human_request, str(reply_id)))
     state = await wait_state(handle, "idle")
     assert state.turns_completed == 1
     assert await final_event(deps.bus, session_id) == "turn.completed"
@@ -125,7 +128,7 @@ async def test_a_reply_after_two_days_continues_the_turn(
 
 @pytest.mark.usefixtures("workers")
 async def test_no_reply_in_three_days_fails_the_turn(
-    skipping: WorkflowEnvironment, deps: Deps
+    skipping: WorkflowEnvironment, deps: Services
 ) -> None:
     handle = await start_session(skipping, deps, "book the plane")
     session_id = handle.id.removeprefix("session-")

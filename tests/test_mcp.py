@@ -1,5 +1,5 @@
 """MCP: the server registry API, all three transports against real servers (the SDK's
-MCPServer in `tests/mcp_servers/demo.py`, and the npm reference server), timeouts and
+MCPServer in `chatee/devtools/mcp_demo.py`, and the npm reference server), timeouts and
 reconnects, the safety rules, the tools agents see, the `CallMcpTool` activity, and Chatee's
 own `/mcp` endpoint driven by the `mcp` SDK client."""
 
@@ -28,13 +28,13 @@ from sqlalchemy import select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.deps import Deps
 from activities.mcp import ToolActivities, fit
-from chatee import store
+from chatee import store, temporal
 from chatee.bus import EventBus
 from chatee.config import Settings, load_settings
 from chatee.db import create_engine, session_factory
 from chatee.devstack import free_port, port_open
+from chatee.devtools.llm_server import LLMServerThread
 from chatee.ids import new_id
 from chatee.mcp import (
     AgentTool,
@@ -47,12 +47,12 @@ from chatee.mcp import (
     tool_name,
 )
 from chatee.models import Agent, McpServer, Message
-from tests.llm_server import LLMServerThread
+from chatee.services import Services
 from tests.support import Api, Stack
 from workflows.types import ToolCallInput
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO = str(REPO / "tests" / "mcp_servers" / "demo.py")
+DEMO = str(REPO / "chatee" / "devtools" / "mcp_demo.py")
 NPM_PACKAGE = "@modelcontextprotocol/server-everything"
 NPM_VERSION = "2026.8.31"
 NPM_CACHE = REPO / ".cache" / "npm-mcp"
@@ -64,7 +64,7 @@ EVERYTHING = NPM_CACHE / "node_modules" / "@modelcontextprotocol" / "server-ever
 
 
 class DemoServer:
-    """`tests/mcp_servers/demo.py` over HTTP (sse or streamable-http) in a process of its own."""
+    """`chatee/devtools/mcp_demo.py` over HTTP (sse or streamable-http) in a process of its own."""
 
     def __init__(self, transport: str, log: Path, token: str | None = None) -> None:
         self.transport = transport
@@ -527,20 +527,20 @@ async def test_npm_reference_server_over_stdio(user: Api, everything_server: Pat
 
 
 @pytest.fixture
-async def deps(sqlite_url: str, redis_url: str) -> AsyncIterator[Deps]:
+async def deps(sqlite_url: str, redis_url: str) -> AsyncIterator[Services]:
     settings = load_settings(
         database_url=sqlite_url,
         redis_url=redis_url,
         mcp={"stdio_allowlist": [sys.executable], "allow_loopback": True,
              "call_timeout_seconds": 5, "connect_timeout_seconds": 5},
     )  # fmt: skip
-    made = Deps.create(settings)
+    made = Services.create(settings, await temporal.connect(settings, lazy=True))
     yield made
     await made.close()
 
 
 async def test_call_mcp_tool_activity_stores_the_result_and_emits_events_once(
-    deps: Deps, redis: Redis
+    deps: Services, redis: Redis
 ) -> None:
     owner, session_id, turn_id = new_id(), new_id(), new_id()
     server = McpServer(id=new_id(), owner_id=owner, name="demo", transport="stdio",
@@ -548,7 +548,7 @@ async def test_call_mcp_tool_activity_stores_the_result_and_emits_events_once(
     agent = Agent(id=new_id(), owner_id=owner, name="a", system_prompt="", provider="openai",
                   model="m", mcp_servers=[str(server.id)], chain=[], memory={},
                   tool_policy={})  # fmt: skip
-    async with deps.db() as db:
+    async with deps.sessionmaker() as db:
         db.add_all([server, agent])
         await db.commit()
     calls = [
@@ -584,7 +584,7 @@ async def test_call_mcp_tool_activity_stores_the_result_and_emits_events_once(
     )  # an AG_USE_MCP step of the chain itself: arguments inline, no assistant message
     assert inline.summary == "demo__echo: echo: hi"
 
-    async with deps.db() as db:
+    async with deps.sessionmaker() as db:
         rows = (
             await db.execute(
                 select(Message).where(Message.session_id == session_id, Message.role == "tool")
@@ -622,7 +622,7 @@ async def test_call_mcp_tool_activity_stores_the_result_and_emits_events_once(
 
 
 async def test_call_mcp_tool_retries_an_unreachable_server_then_records_the_error(
-    deps: Deps,
+    deps: Services,
 ) -> None:
     owner, session_id, turn_id = new_id(), new_id(), new_id()
     server = McpServer(id=new_id(), owner_id=owner, name="gone", transport="streamable_http",
@@ -634,7 +634,7 @@ async def test_call_mcp_tool_retries_an_unreachable_server_then_records_the_erro
     stranger = McpServer(id=new_id(), owner_id=new_id(), name="theirs", transport="stdio",
                          command=sys.executable, args=[DEMO], headers={},
                          tool_policy={})  # fmt: skip
-    async with deps.db() as db:
+    async with deps.sessionmaker() as db:
         db.add_all([server, agent, stranger])
         await db.commit()
     inp = ToolCallInput(

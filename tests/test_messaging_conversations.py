@@ -11,12 +11,12 @@ import pytest
 from redis.asyncio import Redis
 
 from chatee.db import create_engine, session_factory
+from chatee.errors import ChateeError
 from chatee.ids import new_id
 from chatee.messaging import conversations as conv
 from chatee.messaging.cache import Cache, agent_key, members_key, watch_agent_writes
-from chatee.messaging.conversations import MessagingError
 from chatee.messaging.ledger import Factory
-from chatee.messaging.sql_store import SqlMessageStore
+from chatee.messaging.stores.sql import SqlMessageStore
 from chatee.messaging.types import Draft
 from chatee.models import Agent, User
 
@@ -66,25 +66,25 @@ async def test_roles_gate_member_changes(db: Factory, cache: Cache) -> None:
     await conv.set_role(db, cache, view, owner, admin, "admin")
     view = await conv.visible_view(db, cache, group.id, admin)  # invalidated: fresh roles
     assert view.role(admin) == "admin"
-    with pytest.raises(MessagingError) as refused:
+    with pytest.raises(ChateeError) as refused:
         await conv.add_members(db, cache, view, member, [outsider], "member", 10)
     assert refused.value.status == 403
     (extra,) = await users(db, 1)
-    with pytest.raises(MessagingError) as full:
+    with pytest.raises(ChateeError) as full:
         await conv.add_members(db, cache, view, admin, [outsider, extra], "member", 4)
     assert full.value.status == 409
-    with pytest.raises(MessagingError) as unknown:
+    with pytest.raises(ChateeError) as unknown:
         await conv.add_members(db, cache, view, admin, [new_id()], "member", 4)
     assert unknown.value.status == 422
     await conv.add_members(db, cache, view, admin, [outsider], "member", 4)
     view = await conv.visible_view(db, cache, group.id, outsider)
     assert view.user_ids() == sorted([owner, admin, member, outsider])
-    with pytest.raises(MessagingError):
+    with pytest.raises(ChateeError):
         await conv.remove_member(db, cache, view, admin, owner)
     await conv.remove_member(db, cache, view, owner, owner)  # the owner leaves
     view = await conv.visible_view(db, cache, group.id, admin)
     assert view.role(admin) == "owner" and owner not in view.members
-    with pytest.raises(MessagingError) as gone:
+    with pytest.raises(ChateeError) as gone:
         await conv.visible_view(db, cache, group.id, owner)
     assert gone.value.status == 404
 
@@ -127,7 +127,7 @@ async def test_agents_join_only_with_their_owner(db: Factory, cache: Cache) -> N
     group = await conv.create_group(db, owner, "g", [mine], max_members=10)
     view = await conv.visible_view(db, cache, group.id, owner)
     assert view.agent_ids() == [mine] and view.user_ids() == [owner]
-    with pytest.raises(MessagingError) as refused:
+    with pytest.raises(ChateeError) as refused:
         await conv.add_members(db, cache, view, owner, [theirs], "member", 10)
     assert refused.value.status == 422
 

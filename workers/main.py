@@ -19,7 +19,6 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError
 from temporalio.worker import Worker, WorkerDeploymentConfig, WorkerDeploymentVersion
 
-from activities.deps import Deps
 from activities.fanout import FanoutActivities
 from activities.ingest import IngestActivities
 from activities.llm import LLMActivities
@@ -30,34 +29,27 @@ from chatee import metrics, temporal
 from chatee.config import ConfigError, QueueConcurrency, Settings
 from chatee.logging import get_logger
 from chatee.nodes import NodeLease
+from chatee.services import Services
 from chatee.tracing import setup_tracing, shutdown_tracing
 from workers.interceptors import ObserveActivities
 from workflows.agent_session import AgentSession
 from workflows.agent_task import AgentTask
 from workflows.fanout import AgentReplyRelay, MessageFanout
 from workflows.ingest import IngestDocument
-from workflows.types import AGENTS_QUEUE, LLM_QUEUE, MESSAGES_QUEUE, RAG_QUEUE, TOOLS_QUEUE
+from workflows.names import QUEUES
 
 log = get_logger(__name__)
 
-QUEUES: dict[str, str] = {
-    "agents": AGENTS_QUEUE,
-    "llm": LLM_QUEUE,
-    "tools": TOOLS_QUEUE,
-    "rag": RAG_QUEUE,
-    "messages": MESSAGES_QUEUE,
-}
 
-
-def _registrations(deps: Deps) -> dict[str, dict[str, list[Any]]]:
+def _registrations(services: Services) -> dict[str, dict[str, list[Any]]]:
     """What each queue runs: workflows on `agents` (plus the local activity they use to
     publish workflow-side events), activities on the rest."""
-    llm = LLMActivities(deps)
-    messages = MessageActivities(deps)
-    rag = RagActivities(deps)
-    tools = ToolActivities(deps)
-    fanout = FanoutActivities(deps)
-    ingest = IngestActivities(deps)
+    llm = LLMActivities(services)
+    messages = MessageActivities(services)
+    rag = RagActivities(services)
+    tools = ToolActivities(services)
+    fanout = FanoutActivities(services)
+    ingest = IngestActivities(services)
     return {
         "agents": {
             "workflows": [AgentSession, AgentTask],
@@ -116,9 +108,9 @@ def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
     )
 
 
-def build_workers(client: Client, deps: Deps, queues: list[str]) -> list[Worker]:
-    settings = deps.settings
-    registrations = _registrations(deps)
+def build_workers(client: Client, services: Services, queues: list[str]) -> list[Worker]:
+    settings = services.settings
+    registrations = _registrations(services)
     deployment = deployment_config(settings)
     workers = []
     for name in queues:
@@ -188,12 +180,12 @@ async def run_workers(
     await temporal.ensure_search_attributes(client)
     if port := settings.observability.worker_metrics_port:
         metrics.serve(port, settings.observability.worker_metrics_host)
-    deps = Deps.create(settings)
+    services = Services.create(settings, client)
     lease = None
     if "node_id" not in settings.model_fields_set:
-        lease = NodeLease(deps.redis)
+        lease = NodeLease(services.redis)
         await lease.acquire()
-    workers = build_workers(client, deps, queues)
+    workers = build_workers(client, services, queues)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -215,5 +207,5 @@ async def run_workers(
     await asyncio.gather(*tasks, return_exceptions=True)
     if lease:
         await lease.release()
-    await deps.close()
+    await services.close()
     shutdown_tracing()

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from api.deps import Res
+from api.deps import Svc
 from api.schemas import Check, Readiness
 
 router = APIRouter(tags=["health"])
@@ -21,16 +21,16 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-async def readyz(res: Res) -> JSONResponse:
+async def readyz(svc: Svc) -> JSONResponse:
     async def database() -> None:
-        async with res.engine.connect() as conn:
+        async with svc.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def redis() -> None:
-        await res.redis.ping()
+        await svc.redis.ping()
 
     async def temporal() -> None:
-        await res.temporal.service_client.check_health()
+        await svc.temporal.service_client.check_health()
 
     names = ("database", "redis", "temporal")
     results = await asyncio.gather(*(_check(f()) for f in (database, redis, temporal)))

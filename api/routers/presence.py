@@ -7,9 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from api.deps import UserId
+from api.deps import Msg, UserId
 from api.errors import Problem
-from api.routers.conversations import Msg
 from chatee.messaging import presence
 
 router = APIRouter(tags=["presence"])

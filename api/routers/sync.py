@@ -11,8 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from api.deps import UserId
-from api.routers.conversations import Msg
+from api.deps import Msg, UserId
 
 router = APIRouter(tags=["sync"])
 
@@ -23,18 +22,6 @@ class SyncPage(BaseModel):
     has_more: bool
 
 
-async def sync_page(m: Msg, user_id: int, after: int, limit: int) -> SyncPage:
-    items = await m.store.inbox(user_id, after, limit)
-    next_after = items[-1].inbox_seq if items else after
-    if len(items) == limit:
-        has_more = True
-    else:  # a short page can still be followed by entries committed meanwhile
-        head = (await m.store.inbox_heads([user_id]))[user_id]
-        has_more = head > next_after
-        next_after = min(next_after, head)  # an `after` beyond the end points at the end
-    return SyncPage(items=[i.to_json() for i in items], next_after=next_after, has_more=has_more)
-
-
 @router.get("/sync")
 async def sync(
     user_id: UserId,
@@ -43,5 +30,5 @@ async def sync(
     limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
 ) -> SyncPage:
     """Inbox entries with `inbox_seq > after`, ascending and contiguous."""
-    size = min(limit or m.knobs.sync_page_size, m.knobs.sync_page_size)
-    return await sync_page(m, user_id, after, size)
+    page = await m.inbox_page(user_id, after, limit)
+    return SyncPage(items=page.items, next_after=page.next_after, has_more=page.has_more)

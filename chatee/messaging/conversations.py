@@ -15,6 +15,7 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from chatee.errors import Conflict, Forbidden, Invalid, NotFound
 from chatee.ids import new_id
 from chatee.messaging import ledger
 from chatee.messaging.cache import Cache, agent_key, conversation_key, members_key
@@ -30,19 +31,8 @@ ROLES = ("owner", "admin", "member")
 Factory = async_sessionmaker[AsyncSession]
 
 
-class MessagingError(Exception):
-    """A refused messaging operation, worded for the client (mapped to problem+json or an
-    `error` frame)."""
-
-    def __init__(self, status: int, detail: str, code: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-        self.code = code
-
-
-def not_found() -> MessagingError:
-    return MessagingError(404, "conversation not found", "not-found")
+def not_found() -> NotFound:
+    return NotFound("conversation not found")
 
 
 @dataclass(frozen=True)
@@ -173,16 +163,14 @@ async def resolve_members(session: AsyncSession, ids: Iterable[int], owner: int)
         elif agents.get(member_id) == owner:
             members.append(Member(member_id, "agent", "member"))
         else:
-            raise MessagingError(
-                422, f"no user, nor agent of yours, with id {member_id}", "unknown-member"
-            )
+            raise Invalid(f"no user, nor agent of yours, with id {member_id}", "unknown-member")
     return members
 
 
 async def create_private(db: Factory, me: int, other_id: int) -> tuple[Conversation, bool]:
     """The pair's private chat; an existing one is returned (one per pair)."""
     if other_id == me:
-        raise MessagingError(422, "a private chat needs someone else", "bad-members")
+        raise Invalid("a private chat needs someone else", "bad-members")
     key = f"{min(me, other_id)}:{max(me, other_id)}"
     async with db() as session:
         existing = await _private(session, key)
@@ -223,9 +211,7 @@ async def create_group(
     async with db() as session:
         members = [m for m in await resolve_members(session, member_ids, me) if m.id != me]
         if len(members) + 1 > max_members:
-            raise MessagingError(
-                409, f"a group has at most {max_members} members", "too-many-members"
-            )
+            raise Conflict(f"a group has at most {max_members} members", "too-many-members")
         conversation = Conversation(
             id=new_id(), type="group", title=title, created_by=me, member_count=len(members) + 1
         )
@@ -245,9 +231,9 @@ async def create_group(
 
 def _require_group_admin(view: View, actor: int) -> None:
     if view.type != "group":
-        raise MessagingError(409, "only a group has members to manage", "not-a-group")
+        raise Conflict("only a group has members to manage", "not-a-group")
     if view.role(actor) not in ("owner", "admin"):
-        raise MessagingError(403, "only the group's owner or an admin can do that", "forbidden")
+        raise Forbidden("only the group's owner or an admin can do that")
 
 
 async def add_members(
@@ -261,7 +247,7 @@ async def add_members(
 ) -> list[Member]:
     _require_group_admin(view, actor)
     if role == "owner" or (role == "admin" and view.role(actor) != "owner"):
-        raise MessagingError(403, f"you cannot make members {role}s", "forbidden")
+        raise Forbidden(f"you cannot make members {role}s")
     async with db() as session:
         wanted = await resolve_members(session, member_ids, actor)
         new = [m for m in wanted if m.id not in view.members]
@@ -271,9 +257,7 @@ async def add_members(
             .where(ConversationMember.conversation_id == view.id)
         )
         if (count or 0) + len(new) > max_members:
-            raise MessagingError(
-                409, f"a group has at most {max_members} members", "too-many-members"
-            )
+            raise Conflict(f"a group has at most {max_members} members", "too-many-members")
         session.add_all(
             ConversationMember(conversation_id=view.id, member_id=m.id, kind=m.kind, role=role)
             for m in new
@@ -287,7 +271,7 @@ async def add_members(
             await session.commit()
         except IntegrityError:  # added concurrently by someone else: the caller may retry
             await session.rollback()
-            raise MessagingError(409, "the members changed meanwhile; retry", "conflict") from None
+            raise Conflict("the members changed meanwhile; retry") from None
     await cache.delete(members_key(view.id))
     return [Member(m.id, m.kind, role) for m in new]
 
@@ -296,15 +280,15 @@ async def remove_member(db: Factory, cache: Cache, view: View, actor: int, membe
     """Admins remove members, owners remove anyone, everyone may leave. An owner who leaves
     hands the group to the longest-standing admin, else member."""
     if view.type != "group":
-        raise MessagingError(409, "only a group has members to manage", "not-a-group")
+        raise Conflict("only a group has members to manage", "not-a-group")
     target = view.members.get(member_id)
     if target is None:
-        raise MessagingError(404, "no such member", "not-found")
+        raise NotFound("no such member")
     actor_role = view.role(actor)
     if member_id != actor:
         allowed = actor_role == "owner" or (actor_role == "admin" and target.role == "member")
         if not allowed:
-            raise MessagingError(403, "you cannot remove that member", "forbidden")
+            raise Forbidden("you cannot remove that member")
     async with db() as session:
         await session.execute(
             delete(ConversationMember).where(
@@ -340,12 +324,12 @@ async def set_role(
     db: Factory, cache: Cache, view: View, actor: int, member_id: int, role: str
 ) -> Member:
     if view.type != "group":
-        raise MessagingError(409, "only a group has members to manage", "not-a-group")
+        raise Conflict("only a group has members to manage", "not-a-group")
     if view.role(actor) != "owner":
-        raise MessagingError(403, "only the group's owner can change roles", "forbidden")
+        raise Forbidden("only the group's owner can change roles")
     target = view.members.get(member_id)
     if target is None or target.kind != "user":
-        raise MessagingError(404, "no such member", "not-found")
+        raise NotFound("no such member")
     async with db() as session:
         if role == "owner":  # hand over: the old owner becomes an admin
             await session.execute(
@@ -371,7 +355,7 @@ async def set_role(
 
 async def create_thread(db: Factory, view: View, actor: int, title: str) -> Conversation:
     if view.type != "group":
-        raise MessagingError(409, "threads open under a group", "not-a-group")
+        raise Conflict("threads open under a group", "not-a-group")
     thread = Conversation(
         id=new_id(), type="thread", title=title, parent_id=view.id, created_by=actor
     )

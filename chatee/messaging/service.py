@@ -24,17 +24,27 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from chatee.config import Settings
+from chatee.errors import TooLarge
 from chatee.logging import get_logger
 from chatee.messaging import conversations, ledger
 from chatee.messaging.cache import Cache
-from chatee.messaging.conversations import MessagingError, View
+from chatee.messaging.conversations import View
 from chatee.messaging.fanout import Pushes, deliver_and_push, push_delivered
-from chatee.messaging.store import MessageStore
+from chatee.messaging.stores import MessageStore
 from chatee.messaging.types import ChatMessage, Draft
-from workflows.fanout import FANOUT_WORKFLOW, FanoutInput, fanout_workflow_id
-from workflows.types import MESSAGES_QUEUE
+from workflows.fanout import FanoutInput
+from workflows.names import FANOUT_WORKFLOW, MESSAGES_QUEUE, fanout_workflow_id
 
 log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class InboxPage:
+    """Inbox entries after a cursor; `next_after` is the cursor for the next page."""
+
+    items: list[dict[str, Any]]  # {inbox_seq, conversation_id, message}
+    next_after: int
+    has_more: bool
 
 
 @dataclass(frozen=True)
@@ -81,7 +91,7 @@ class Messenger:
         in the same write and its pushes before this returns (the answer is not `pending`)."""
         limit = self.settings.limits.max_message_bytes
         if len(content.encode()) > limit:
-            raise MessagingError(413, f"content is over the {limit}-byte limit", "too-large")
+            raise TooLarge(f"content is over the {limit}-byte limit")
         draft = Draft(view.id, sender_id, content, client_msg_id, sender_type, meta)
         users = view.user_ids()
         inline = fan_out and len(users) <= min(
@@ -132,6 +142,20 @@ class Messenger:
     async def pending_fanouts(self) -> list[int]:
         grace = timedelta(seconds=self.knobs.recovery_grace_seconds)
         return await self.store.pending_fanouts(datetime.now(UTC) - grace)
+
+    async def inbox_page(self, user_id: int, after: int, limit: int | None) -> InboxPage:
+        """The user's inbox after `after` (how every device catches up: `inbox_seq` is
+        gap-free per user, so nothing is lost and nothing comes twice)."""
+        limit = min(limit or self.knobs.sync_page_size, self.knobs.sync_page_size)
+        items = await self.store.inbox(user_id, after, limit)
+        next_after = items[-1].inbox_seq if items else after
+        if len(items) == limit:
+            has_more = True
+        else:  # a short page can still be followed by entries committed meanwhile
+            head = (await self.store.inbox_heads([user_id]))[user_id]
+            has_more = head > next_after
+            next_after = min(next_after, head)  # an `after` beyond the end points at the end
+        return InboxPage([i.to_json() for i in items], next_after, has_more)
 
     async def mark_read(self, view: View, user_id: int, seq: int) -> int:
         marker = await conversations.mark_read(self.db, view.id, user_id, seq)
