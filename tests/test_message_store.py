@@ -17,8 +17,9 @@ from sqlalchemy import func, select
 
 from chatee.db import create_engine, session_factory
 from chatee.ids import new_id
-from chatee.messaging.ledger import ConversationGone, Factory, _known_counters, _run_batch
-from chatee.messaging.store import MessageStore
+from chatee.messaging.ledger import ConversationGone, Factory, _known_counters
+from chatee.messaging.sqlite_commit import _run_batch
+from chatee.messaging.stores import MessageStore
 from chatee.messaging.types import Draft
 from chatee.models import Conversation, ConversationMessage
 
@@ -33,7 +34,7 @@ async def store(
     factory = session_factory(engine)
     made: MessageStore
     if request.param == "sql":
-        from chatee.messaging.sql_store import SqlMessageStore
+        from chatee.messaging.stores.sql import SqlMessageStore
 
         made = SqlMessageStore(factory)
     else:
@@ -41,7 +42,7 @@ async def store(
             pytest.skip("no HBase here: set CHATEE_TEST_HBASE_HOST to a Thrift server to run")
         if "sqlite" not in database_url:
             pytest.skip("the HBase store's ledger is exercised on SQLite only")
-        from chatee.messaging.hbase_store import HBaseMessageStore
+        from chatee.messaging.stores.hbase import HBaseMessageStore
 
         host, _, port = HBASE_HOST.partition(":")
         made = HBaseMessageStore(
@@ -320,7 +321,7 @@ async def test_concurrent_append_delivered_keep_seqs_and_inboxes_gap_free(store)
 
 def test_hbase_row_keys_scan_newest_first_and_spread_over_salt_buckets() -> None:
     """The key layout alone (no server needed): what makes the HBase scans single ranges."""
-    from chatee.messaging.hbase_store import inbox_key, message_key, salt
+    from chatee.messaging.stores.hbase import inbox_key, message_key, salt
 
     conversation = new_id()
     keys = [message_key(conversation, seq, 16) for seq in (1, 2, 10, 300)]

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from chatee.db import create_engine, session_factory
-from chatee.messaging.sql_store import SqlMessageStore
+from chatee.messaging.stores.sql import SqlMessageStore
 from chatee.messaging.types import Draft
 from chatee.models import ConversationMessage
 from tests.conftest import MESSAGING_ENV

@@ -31,7 +31,7 @@ from sqlalchemy import select
 from chatee.coalesce import Coalescer
 from chatee.logging import get_logger
 from chatee.messaging.ledger import Factory
-from chatee.messaging.store import MessageStore
+from chatee.messaging.stores import MessageStore
 from chatee.messaging.types import ChatMessage, InboxItem
 from chatee.metrics import record_fanout
 from chatee.models import ConversationMember
@@ -84,7 +84,7 @@ class Pushes:
         # concurrent sends publish in one pipeline
         self._publish: Coalescer[list[str], None] = Coalescer(self._publish_batch)
 
-    def deliver_locally(self, origin: str, sink: Sink) -> None:
+    def push_locally(self, origin: str, sink: Sink) -> None:
         self.origin, self.local = origin, sink
 
     async def frame(self, user_ids: Sequence[int], frame: dict[str, Any]) -> None:

@@ -15,30 +15,28 @@ Every transaction starts with a write. On MySQL that takes the row locks before 
 consistent read, so what it reads next is current; on SQLite it takes the database's write lock
 up front (a read-then-write transaction could otherwise fail to upgrade under concurrency).
 
-On SQLite, appends and deliveries are group-committed (`_batcher_for`): the writes queued
-while one batch runs go together as the next, one transaction in one hop to aiosqlite's thread
-and one commit, each write in a savepoint of its own. A send then pays a share of a hop and of
-a commit instead of two of each, every hop waiting for a busy event loop to come round; the
-SQL, the locks and each write's all-or-nothing are unchanged.
+On SQLite, appends and deliveries are group-committed (`chatee.messaging.sqlite_commit`):
+the writes queued while one batch runs go together as the next, one transaction and one
+commit, each write in a savepoint of its own; the SQL, the locks and each write's
+all-or-nothing are unchanged. The retries around them stay here, beside the generic path's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from functools import partial
-from typing import Any, TypeVar
 
 from sqlalchemy import Insert, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chatee.coalesce import Coalescer
 from chatee.ids import new_id
+from chatee.messaging import sqlite_commit
+from chatee.messaging.sqlite_commit import MissingCounters
 from chatee.messaging.types import ChatMessage, Draft, InboxRef
 from chatee.models import (
     Base,
@@ -51,133 +49,7 @@ from chatee.models import (
 )
 
 ATTEMPTS = 8
-T = TypeVar("T")
 Factory = async_sessionmaker[AsyncSession]
-_sqlite_writers: dict[int, asyncio.Lock] = {}
-
-
-@contextlib.asynccontextmanager
-async def _writing(factory: Factory) -> AsyncIterator[None]:
-    """On SQLite, one ledger write at a time per process (a batch of `_batcher_for`, or an
-    `append` with `before_commit`): SQLite has one writer anyway, and waiting here is a queue,
-    while waiting in SQLite's busy handler is sleep-and-poll (tens of ms of idle per collision).
-    Other databases lock rows, so they go straight through."""
-    if not _is_sqlite(factory):
-        yield
-        return
-    lock = _sqlite_writers.setdefault(id(factory.kw["bind"]), asyncio.Lock())
-    async with lock:
-        yield
-
-
-def _is_sqlite(factory: Factory) -> bool:
-    bind = factory.kw.get("bind")
-    return bind is not None and bind.dialect.name == "sqlite"
-
-
-async def _in_driver_thread(factory: Factory, fn: Callable[[sqlite3.Connection], T]) -> T:
-    """SQLite: run `fn` on aiosqlite's own thread and connection, in one hop.
-
-    Through SQLAlchemy every statement is three or four hops between the event loop and
-    aiosqlite's thread (cursor, execute, fetch, close), each waiting for a busy loop to come
-    round; a send is a dozen statements. Here a whole batch of them is one hop, and `fn` owns
-    the transaction (`_run_batch`; only the group commit calls this, holding `_writing`). It
-    relies on aiosqlite's `_execute` and `_conn` (private; aiosqlite is pinned in
-    requirements.lock, and the message-store contract tests run this path)."""
-    async with factory() as db:
-        conn = await db.connection()
-        driver = (await conn.get_raw_connection()).driver_connection  # aiosqlite.Connection
-        return await driver._execute(lambda: fn(driver._conn))
-
-
-_Op = Callable[[sqlite3.Connection], Any]
-_Outcome = tuple[Any, Exception | None]  # an op's result, or its exception
-
-
-def _run_batch(sq: sqlite3.Connection, ops: list[_Op]) -> list[_Outcome]:
-    """On aiosqlite's thread: the ops as ONE transaction, each in a savepoint of its own.
-
-    BEGIN IMMEDIATE comes first and takes the write lock (a savepoint opened outside a
-    transaction would start one, and releasing it would commit). If anything but an op fails
-    (BEGIN, a savepoint, COMMIT), it is all rolled back and raised, so no op is reported done
-    that is not committed."""
-    sq.execute("BEGIN IMMEDIATE")
-    try:
-        outcomes = [_in_savepoint(sq, op) for op in ops]
-        sq.commit()
-    except BaseException:
-        if sq.in_transaction:
-            sq.rollback()
-        raise
-    return outcomes
-
-
-def _in_savepoint(sq: sqlite3.Connection, op: _Op) -> _Outcome:
-    """One op: if it raises (a resend's IntegrityError, missing counters), only its own
-    writes are undone, and the others in the batch still commit."""
-    sq.execute("SAVEPOINT op")
-    try:
-        result = op(sq)
-    except Exception as exc:
-        if not sq.in_transaction:  # SQLite dropped the whole transaction (full disk, I/O)
-            raise
-        sq.execute("ROLLBACK TO op")
-        sq.execute("RELEASE op")
-        return None, exc
-    sq.execute("RELEASE op")
-    return result, None
-
-
-_batchers: dict[int, Coalescer[_Op, Any]] = {}  # per bind; a batcher keeps its engine alive
-
-
-def _batcher_for(factory: Factory) -> Coalescer[_Op, Any]:
-    """Group commit for one SQLite database: the writes queued while one batch ran are the
-    next batch — one transaction, one hop, one commit (`_run_batch`), under `_writing` so the
-    generic path never interleaves."""
-    bind = factory.kw["bind"]
-    found = _batchers.get(id(bind))
-    if found is None:
-
-        async def commit(ops: list[_Op]) -> list[_Outcome]:
-            async with _writing(factory):
-                return await _in_driver_thread(factory, lambda sq: _run_batch(sq, ops))
-
-        found = _batchers[id(bind)] = Coalescer(commit)
-    return found
-
-
-def _sqlite_transient(exc: sqlite3.OperationalError) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
-
-
-class _Binds:
-    """Bind processors of the columns written raw on SQLite (datetimes, JSON), taken from the
-    models so values are stored exactly as SQLAlchemy stores them."""
-
-    def __init__(self, factory: Factory) -> None:
-        dialect = factory.kw["bind"].dialect
-        messages, conversations = ConversationMessage.__table__.c, Conversation.__table__.c
-        self.created_at = messages.created_at.type.bind_processor(dialect) or (lambda v: v)
-        self.meta = messages.meta.type.bind_processor(dialect) or (lambda v: v)
-        self.last_message_at = conversations.last_message_at.type.bind_processor(dialect) or (
-            lambda v: v
-        )
-        self.inbox_created_at = InboxEntry.__table__.c.created_at.type.bind_processor(dialect) or (
-            lambda v: v
-        )
-
-
-_binds: dict[int, _Binds] = {}
-
-
-def _binds_for(factory: Factory) -> _Binds:
-    bind = factory.kw["bind"]
-    found = _binds.get(id(bind))
-    if found is None:
-        found = _binds[id(bind)] = _Binds(factory)
-    return found
 
 
 class ConversationGone(Exception):
@@ -219,10 +91,10 @@ async def append(
     Returns the message and whether this call created it. `before_commit` runs while the
     row lock is held (the HBase store writes the body there, so a committed ledger row always
     has its body)."""
-    if before_commit is None and _is_sqlite(factory):
+    if before_commit is None and sqlite_commit.is_sqlite(factory):
         return await _append_sqlite(factory, draft, keep_content)
     for attempt in range(ATTEMPTS):
-        async with _writing(factory), factory() as db:
+        async with sqlite_commit.writing(factory), factory() as db:
             try:
                 message = await _append_once(db, draft, keep_content)
                 if before_commit is not None:
@@ -287,74 +159,27 @@ async def _append_once(
 async def _append_sqlite(
     factory: Factory, draft: Draft, keep_content: bool
 ) -> tuple[ChatMessage, bool]:
-    """`append` on SQLite, group-committed (see `_batcher_for`): the same three statements."""
-    binds, batcher = _binds_for(factory), _batcher_for(factory)
+    """`append` on SQLite, group-committed (see `sqlite_commit`): the same three statements."""
+    commit = sqlite_commit.group_commit(factory)
     for attempt in range(ATTEMPTS):
         message_id, now = new_id(), utcnow()
         created = now.replace(microsecond=0)  # whole seconds, as on the generic path
-        op = partial(_sqlite_append, binds=binds, draft=draft, keep_content=keep_content,
-                     message_id=message_id, now=now, created=created)  # fmt: skip
+        op = partial(sqlite_commit.append_rows, binds=commit.binds, draft=draft,
+                     keep_content=keep_content, message_id=message_id, now=now,
+                     created=created)  # fmt: skip
         try:
-            seq = await batcher(op)
+            seq = await commit.run(op)
             if seq is None:
                 raise ConversationGone(draft.conversation_id)
             return draft.stored(message_id, seq, created), True
         except sqlite3.IntegrityError:  # a resend, or the same client_msg_id raced in
             pass
         except sqlite3.OperationalError as exc:
-            if not _sqlite_transient(exc):
+            if not sqlite_commit.transient(exc):
                 raise
         if (resent := await _resent_or_backoff(factory, draft, attempt)) is not None:
             return resent, False
     raise RuntimeError(f"could not append to conversation {draft.conversation_id}")
-
-
-def _sqlite_append(
-    sq: sqlite3.Connection,
-    *,
-    binds: _Binds,
-    draft: Draft,
-    keep_content: bool,
-    message_id: int,
-    now: datetime,
-    created: datetime,
-    status: str = "pending",
-) -> int | None:
-    """`_append_once`'s statements on the raw connection: the new `seq`, or None when the
-    conversation is gone."""
-    row = sq.execute(
-        "UPDATE conversations SET last_seq = last_seq + 1, last_message_at = ? "
-        "WHERE id = ? RETURNING last_seq",
-        (binds.last_message_at(now), draft.conversation_id),
-    ).fetchall()  # drained: no statement left running at commit
-    if not row:
-        return None
-    seq = row[0][0]
-    sq.execute(
-        "INSERT INTO conversation_messages (id, conversation_id, seq, sender_id, "
-        "sender_type, client_msg_id, content, meta, fanout_status, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            message_id,
-            draft.conversation_id,
-            seq,
-            draft.sender_id,
-            draft.sender_type,
-            draft.client_msg_id,
-            draft.content if keep_content else None,
-            binds.meta(draft.meta),
-            status,
-            binds.created_at(created),
-        ),
-    )
-    if draft.sender_type == "user":  # you have read what you wrote
-        sq.execute(
-            "INSERT INTO conversation_reads (conversation_id, user_id, last_read_seq) "
-            "VALUES (?, ?, ?) ON CONFLICT (conversation_id, user_id) DO UPDATE SET "
-            "last_read_seq = max(last_read_seq, excluded.last_read_seq)",
-            (draft.conversation_id, draft.sender_id, seq),
-        )
-    return seq
 
 
 async def append_delivered(
@@ -370,12 +195,12 @@ async def append_delivered(
     await _ensure_counters(factory, users)
     for attempt in range(ATTEMPTS):
         try:
-            if _is_sqlite(factory):
+            if sqlite_commit.is_sqlite(factory):
                 message, refs = await _append_delivered_sqlite(factory, draft, users)
             else:
                 message, refs = await _append_delivered_generic(factory, draft, users)
             return message, True, refs
-        except _MissingCounters as exc:  # the process's memory of them was stale
+        except MissingCounters as exc:  # the process's memory of them was stale
             _known_counters(factory).difference_update(exc.users)
             await _ensure_counters(factory, sorted(exc.users))
             continue
@@ -385,7 +210,7 @@ async def append_delivered(
             if not transient(exc):
                 raise
         except sqlite3.OperationalError as exc:
-            if not _sqlite_transient(exc):
+            if not sqlite_commit.transient(exc):
                 raise
         if (resent := await _resent_or_backoff(factory, draft, attempt)) is not None:
             return resent, False, []
@@ -395,23 +220,24 @@ async def append_delivered(
 async def _append_delivered_sqlite(
     factory: Factory, draft: Draft, users: list[int]
 ) -> tuple[ChatMessage, list[InboxRef]]:
-    binds = _binds_for(factory)
+    commit = sqlite_commit.group_commit(factory)
+    binds = commit.binds
     message_id, now = new_id(), utcnow()
     created = now.replace(microsecond=0)
 
     def work(sq: sqlite3.Connection) -> tuple[ChatMessage, list[InboxRef]]:
-        seq = _sqlite_append(sq, binds=binds, draft=draft, keep_content=True,
-                             message_id=message_id, now=now, created=created,
-                             status="done")  # fmt: skip
+        seq = sqlite_commit.append_rows(sq, binds=binds, draft=draft, keep_content=True,
+                                        message_id=message_id, now=now, created=created,
+                                        status="done")  # fmt: skip
         if seq is None:
             raise ConversationGone(draft.conversation_id)
         message = draft.stored(message_id, seq, created)
         # a message this new has been delivered to nobody yet
-        refs, _ = _sqlite_deliver(sq, binds=binds, message=message, users=users, finish=False,
-                                  check=False)  # fmt: skip
+        refs, _ = sqlite_commit.deliver_rows(sq, binds=binds, message=message, users=users,
+                                             finish=False, check=False)  # fmt: skip
         return message, refs
 
-    return await _batcher_for(factory)(work)
+    return await commit.run(work)
 
 
 async def _append_delivered_generic(
@@ -482,13 +308,6 @@ def _insert_ignore(db: AsyncSession, table: type[Base]) -> Insert:
     return insert(table).prefix_with("IGNORE")
 
 
-class _MissingCounters(Exception):
-    """A delivery found users without a counter row (the process's memory of them was stale)."""
-
-    def __init__(self, users: set[int]) -> None:
-        self.users = users
-
-
 _counted: dict[str, set[int]] = {}  # per database: users known to have a counter row
 COUNTED_MAX = 200_000  # forget them all past this many (they are only a shortcut)
 
@@ -537,7 +356,7 @@ async def deliver(
             await mark_fanned_out(factory, message.id)
         return [], []
     await _ensure_counters(factory, users)
-    if _is_sqlite(factory):
+    if sqlite_commit.is_sqlite(factory):
         return await _deliver_sqlite(factory, message, users, finish)
     check = False  # optimistic: a first delivery finds nothing delivered before it
     for attempt in range(ATTEMPTS):
@@ -546,7 +365,7 @@ async def deliver(
                 delivered = await _deliver_once(db, message, users, finish, check)
                 await db.commit()
                 return delivered
-            except _MissingCounters as exc:
+            except MissingCounters as exc:
                 await db.rollback()
                 _known_counters(factory).difference_update(exc.users)
                 missing = exc.users
@@ -571,87 +390,34 @@ async def deliver(
 async def _deliver_sqlite(
     factory: Factory, message: ChatMessage, users: list[int], finish: bool
 ) -> tuple[list[InboxRef], list[InboxRef]]:
-    """`deliver` on SQLite, group-committed (see `_batcher_for`)."""
-    binds, batcher = _binds_for(factory), _batcher_for(factory)
-    op = partial(_sqlite_deliver, binds=binds, message=message, users=users, finish=finish)
+    """`deliver` on SQLite, group-committed (see `sqlite_commit`)."""
+    commit = sqlite_commit.group_commit(factory)
+    op = partial(
+        sqlite_commit.deliver_rows, binds=commit.binds, message=message, users=users, finish=finish
+    )
     for attempt in range(ATTEMPTS):
         try:
-            return await batcher(op)
-        except _MissingCounters as exc:  # the process's memory of them was stale
+            return await commit.run(op)
+        except MissingCounters as exc:  # the process's memory of them was stale
             _known_counters(factory).difference_update(exc.users)
             await _ensure_counters(factory, sorted(exc.users))
             continue
         except sqlite3.IntegrityError:
             pass
         except sqlite3.OperationalError as exc:
-            if not _sqlite_transient(exc):
+            if not sqlite_commit.transient(exc):
                 raise
         await backoff(attempt)
     raise RuntimeError(f"could not deliver message {message.id}")
-
-
-def _sqlite_deliver(
-    sq: sqlite3.Connection,
-    *,
-    binds: _Binds,
-    message: ChatMessage,
-    users: list[int],
-    finish: bool,
-    check: bool = True,
-) -> tuple[list[InboxRef], list[InboxRef]]:
-    """`_deliver_once`'s statements on the raw connection. The batch holds the write lock
-    (BEGIN IMMEDIATE), so it reads what was delivered before (unless the caller knows there
-    is nothing: `check`), then bumps what is fresh."""
-    existing: list[InboxRef] = []
-    if check:
-        existing = [
-            InboxRef(*row)
-            for row in sq.execute(
-                "SELECT user_id, inbox_seq, message_id, conversation_id, seq FROM inbox_entries "
-                f"WHERE message_id = ? AND user_id IN ({', '.join('?' * len(users))})",
-                [message.id, *users],
-            ).fetchall()
-        ]
-    done = {r.user_id for r in existing}
-    fresh = [u for u in users if u not in done]
-    counters = dict(
-        sq.execute(
-            "UPDATE user_inbox_counters SET last_seq = last_seq + 1 "
-            f"WHERE user_id IN ({', '.join('?' * len(fresh))}) RETURNING user_id, last_seq",
-            fresh,
-        ).fetchall()
-        if fresh
-        else ()
-    )
-    if len(counters) < len(fresh):
-        raise _MissingCounters(set(fresh) - set(counters))
-    refs = [
-        InboxRef(u, counters[u], message.id, message.conversation_id, message.seq) for u in fresh
-    ]
-    if refs:
-        created = binds.inbox_created_at(utcnow())
-        sq.executemany(
-            "INSERT INTO inbox_entries (user_id, inbox_seq, message_id, conversation_id, "
-            "seq, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                (r.user_id, r.inbox_seq, r.message_id, r.conversation_id, r.seq, created)
-                for r in refs
-            ],
-        )
-    if finish:
-        sq.execute(
-            "UPDATE conversation_messages SET fanout_status = 'done' WHERE id = ?", (message.id,)
-        )
-    return refs, existing
 
 
 async def _deliver_once(
     db: AsyncSession, message: ChatMessage, users: list[int], finish: bool, check: bool
 ) -> tuple[list[InboxRef], list[InboxRef]]:
     """One delivery's statements, in the caller's transaction (MySQL; SQLite deliveries go
-    through `_sqlite_deliver`). Without `check` it does not look for entries delivered
-    before: if there are any, the unique (user, message) key refuses the insert and the
-    caller retries with `check`."""
+    through `sqlite_commit.deliver_rows`). Without `check` it does not look for entries
+    delivered before: if there are any, the unique (user, message) key refuses the insert and
+    the caller retries with `check`."""
     # Core statements throughout: the ORM's unit of work costs CPU on every send
     counters_table = UserInboxCounter.__table__
     user_id, last_seq = counters_table.c.user_id, counters_table.c.last_seq
@@ -683,7 +449,7 @@ async def _deliver_once(
         rows = await db.execute(select(user_id, last_seq).where(user_id.in_(fresh)))
         counters = dict(rows.all())
         if len(counters) < len(fresh):
-            raise _MissingCounters(set(fresh) - set(counters))
+            raise MissingCounters(set(fresh) - set(counters))
     now = utcnow()
     refs = [
         InboxRef(u, counters[u], message.id, message.conversation_id, message.seq) for u in fresh

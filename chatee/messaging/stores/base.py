@@ -1,11 +1,5 @@
-"""The message store: one interface, an SQL and an HBase implementation.
-
-Whatever holds the bodies, sequencing goes through the SQL ledger (`chatee.messaging.ledger`):
-per-conversation `seq` and per-user `inbox_seq` are taken there, atomically and gap-free, and
-the ledger's unique keys make appends (per client_msg_id) and deliveries (per user and
-message) idempotent. The implementations differ in where bodies and inbox timelines are read
-from: SQL tables, or HBase tables with row keys built for the two scans a chat needs.
-"""
+"""The message store's interface (`MessageStore`): what every implementation does, and the
+parts they share, which go straight to the SQL ledger (`chatee.messaging.ledger`)."""
 
 from __future__ import annotations
 
@@ -13,7 +7,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from datetime import datetime
 
-from chatee.config import ConfigError, Settings
 from chatee.messaging import ledger
 from chatee.messaging.types import ChatMessage, Draft, InboxItem
 
@@ -73,24 +66,3 @@ class MessageStore(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
         """Release connections the store holds of its own (the SQL engine is not its own)."""
-
-
-def create_store(settings: Settings, db: ledger.Factory) -> MessageStore:
-    """The store `CHATEE_MESSAGE_STORE` names (`sql` or `hbase`)."""
-    if settings.message_store == "hbase":
-        from chatee.messaging.hbase_store import HBaseMessageStore
-
-        if not settings.hbase_host:
-            raise ConfigError("CHATEE_MESSAGE_STORE=hbase needs CHATEE_HBASE_HOST")
-        m = settings.messaging
-        return HBaseMessageStore(
-            db,
-            host=settings.hbase_host,
-            port=m.hbase_port,
-            table_prefix=m.hbase_table_prefix,
-            salt_buckets=m.hbase_salt_buckets,
-            pool_size=m.hbase_pool_size,
-        )
-    from chatee.messaging.sql_store import SqlMessageStore
-
-    return SqlMessageStore(db)

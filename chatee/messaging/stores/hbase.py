@@ -33,7 +33,7 @@ from typing import Any
 import happybase
 
 from chatee.messaging import ledger
-from chatee.messaging.store import MessageStore
+from chatee.messaging.stores.base import MessageStore
 from chatee.messaging.types import ChatMessage, Draft, InboxItem, InboxRef
 
 MAX_SEQ = 2**63 - 1

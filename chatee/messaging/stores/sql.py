@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 
 from chatee.messaging import ledger
-from chatee.messaging.store import MessageStore
+from chatee.messaging.stores.base import MessageStore
 from chatee.messaging.types import ChatMessage, Draft, InboxItem, InboxRef
 from chatee.models import ConversationMessage, InboxEntry
 
