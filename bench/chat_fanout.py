@@ -107,7 +107,7 @@ def proc_cpu_s(pid: int) -> float:
 class World:
     tmp: Path
     database_url: str
-    apis: list[Any]  # tests.support.Stack, one API process each
+    apis: list[Any]  # chatee.devtools.processes.Stack, one API process each
     secret: str
     notes: list[str]
 
@@ -143,7 +143,7 @@ async def world(
 ) -> AsyncIterator[World]:
     """Temporal, Redis, a database, `api_count` API processes (and a worker); stopped after."""
     from bench.world import start_temporal, use_redis
-    from tests.support import Stack
+    from chatee.devtools.processes import Stack
 
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="chatee-bench-") as tmp_name:

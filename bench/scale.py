@@ -64,11 +64,12 @@ with workflow.unsafe.imports_passed_through():
     from bench.world import MARIADB, mariadb_database, start_temporal, use_redis
     from chatee.db import create_engine, session_factory
     from chatee.devstack import free_port, port_open, stop_process
+    from chatee.devtools.api_client import Api
+    from chatee.devtools.processes import ChateeProcess, Stack, wait_http
     from chatee.migrate import upgrade
     from chatee.models import Message
     from chatee.models import Turn as TurnRow
-    from tests.support import Api, ChateeProcess, Stack, wait_http
-    from workflows.types import LLM_QUEUE, MESSAGES_QUEUE
+    from workflows.names import LLM_QUEUE, MESSAGES_QUEUE
 
 READY_TIMEOUT_S = 300  # several processes importing at once on a small, shared machine
 SETUP_PARALLELISM = 50  # sessions created at once before the burst

@@ -55,9 +55,10 @@ with workflow.unsafe.imports_passed_through():
 
     from bench.world import start_temporal, use_redis
     from chatee.devstack import stop_process, temporal_binary
+    from chatee.devtools.api_client import Api
+    from chatee.devtools.processes import ChateeProcess, Stack
     from chatee.migrate import upgrade
-    from tests.support import Api, ChateeProcess, Stack
-    from workflows.types import AGENTS_QUEUE, LLM_QUEUE
+    from workflows.names import AGENTS_QUEUE, LLM_QUEUE
 
 FLOOR_WORKFLOW_QUEUE = "bench-floor-workflows"
 FLOOR_ACTIVITY_QUEUE = "bench-floor-activities"
@@ -237,7 +238,7 @@ def _proc_name(pid: int) -> str:
     words = [a.decode(errors="replace") for a in argv if a]
     if "chatee.cli" in words:
         return f"chatee {words[words.index('chatee.cli') + 1]}"
-    if "tests.llm_server" in words:
+    if "chatee.devtools.llm_server" in words:
         return "scripted llm server"
     if words and words[0].endswith("temporal"):
         return "temporal dev server"
@@ -286,7 +287,7 @@ def chatee_env(
 
 def _spawn_llm(tmp: Path) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.llm_server", "--port", "0"],
+        [sys.executable, "-m", "chatee.devtools.llm_server", "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=(tmp / "llm.log").open("w"),
         text=True,

@@ -14,7 +14,7 @@ from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
 
 from chatee.devstack import port_open, start_redis, stop_process, temporal_binary
-from workflows.types import SEARCH_ATTRIBUTES
+from workflows.names import SEARCH_ATTRIBUTES
 
 MACHINE_REDIS = ("127.0.0.1", 6379)
 MARIADB = ("127.0.0.1", 3306)

@@ -1,10 +1,10 @@
-"""The `chatee` command: dev, api, worker, migrate."""
+"""The `chatee` command: dev, api, worker, migrate, devtools."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -13,6 +13,11 @@ from chatee.config import ConfigError, Settings, load_settings
 from chatee.logging import register_secret, setup_logging
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+devtools = typer.Typer(
+    no_args_is_help=True,
+    help="Stand-ins for an LLM and an MCP server, to try Chatee offline (the suite uses them).",
+)
+app.add_typer(devtools, name="devtools")
 
 
 def _settings() -> Settings:
@@ -121,6 +126,38 @@ def dev() -> None:
     finally:
         stack.stop()
     raise typer.Exit(code)
+
+
+@devtools.command("llm")
+def devtools_llm(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="0 picks a free port")] = 0,
+    api_key: Annotated[str | None, typer.Option(help="require 'Authorization: Bearer KEY'")] = None,
+    model: Annotated[str, typer.Option(help="the model id /v1/models lists")] = "scripted-llm",
+    log_level: Annotated[str, typer.Option()] = "warning",
+) -> None:
+    """A scripted OpenAI-compatible LLM server; prints LISTENING <url> once it is up.
+
+    Replies "echo: <last user message>" unless scripted over HTTP (POST /_script).
+    """
+    from chatee.devtools.llm_server import serve
+
+    serve(host, port, api_key=api_key, model=model, log_level=log_level)
+
+
+@devtools.command("mcp")
+def devtools_mcp(
+    transport: Annotated[Literal["stdio", "sse", "streamable-http"], typer.Option()] = "stdio",
+    host: Annotated[str, typer.Option(help="HTTP transports only")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP transports only")] = 8000,
+    token: Annotated[
+        str | None, typer.Option(help="HTTP transports: require this bearer token")
+    ] = None,
+) -> None:
+    """A demo MCP server with tools add, echo, fail, slow, structured, image and grow."""
+    from chatee.devtools.mcp_demo import serve
+
+    serve(transport, host, port, token)
 
 
 if __name__ == "__main__":

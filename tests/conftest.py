@@ -17,10 +17,10 @@ from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
 
 from chatee.devstack import start_redis, temporal_binary
+from chatee.devtools.llm_server import LLMServerThread
 from chatee.migrate import upgrade_async
-from tests.llm_server import LLMServerThread
 from tests.support import Api, Stack
-from workflows.types import SEARCH_ATTRIBUTES
+from workflows.names import SEARCH_ATTRIBUTES
 
 MARIADB = ("127.0.0.1", 3306)
 ISOLATED = tuple(f"isolated-{n}" for n in range(1, 9))

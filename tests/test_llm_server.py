@@ -18,7 +18,12 @@ import pytest
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionChunk
 
-from tests.llm_server import EMBEDDING_DIMENSIONS, LLMServerThread, embed_text, split_words
+from chatee.devtools.llm_server import (
+    EMBEDDING_DIMENSIONS,
+    LLMServerThread,
+    embed_text,
+    split_words,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "test-secret"
@@ -360,7 +365,7 @@ async def test_subprocess_runner() -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tests.llm_server",
+        "chatee.devtools.llm_server",
         "--host",
         "127.0.0.1",
         "--port",
@@ -386,6 +391,39 @@ async def test_subprocess_runner() -> None:
             assert content_of(chunks) == "echo: from a process"
         process.send_signal(signal.SIGTERM)
         # uvicorn shuts down gracefully, then re-raises the signal it caught
+        assert await asyncio.wait_for(process.wait(), timeout=10) in (0, -signal.SIGTERM)
+        assert process.stderr is not None
+        assert b"Traceback" not in await process.stderr.read()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_chatee_devtools_llm_command() -> None:
+    """`chatee devtools llm`, the installed command users run, serves the real `openai` client."""
+    chatee = Path(sys.executable).parent / "chatee"
+    process = await asyncio.create_subprocess_exec(
+        str(chatee),
+        "devtools",
+        "llm",
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), timeout=15)).decode()
+        assert line.startswith("LISTENING http://127.0.0.1:"), line  # loopback by default
+        url = line.split()[1]
+        async with httpx.AsyncClient(base_url=url) as http:
+            r = await http.post("/_script", json={"match": "cli", "responses": ["from the CLI"]})
+            assert r.status_code == 200
+        async with AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0) as c:
+            reply = await c.chat.completions.create(model="test", messages=user("cli please"))
+            assert reply.choices[0].message.content == "from the CLI"
+        process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), timeout=10) in (0, -signal.SIGTERM)
         assert process.stderr is not None
         assert b"Traceback" not in await process.stderr.read()
