@@ -60,8 +60,12 @@ def problem_response(
 
 def domain_response(exc: ChateeError) -> JSONResponse:
     """A domain error as problem+json: the one place the core's errors meet HTTP."""
-    retry = {"Retry-After": "2"} if exc.status == 503 else None  # every 503 is transient
-    return problem_response(exc.status, exc.detail, f"/problems/{exc.code}", retry, **exc.extra)
+    headers = None
+    if exc.status == 503:
+        headers = {"Retry-After": "2"}  # every 503 is transient
+    elif exc.status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
+    return problem_response(exc.status, exc.detail, f"/problems/{exc.code}", headers, **exc.extra)
 
 
 def not_found(what: str) -> Problem:

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import problem_response
 from chatee.config import Settings
+from chatee.errors import ChateeError, Forbidden, RateLimited, TooLarge
 
 if TYPE_CHECKING:
     from api.deps import Principal
@@ -106,38 +107,27 @@ class FrameGuard:
         self.last = time.monotonic()
         self.no_chat = not principal.allows("chat", write=True)
 
-    def check(self, text: str) -> dict[str, Any] | None:
-        """None to go ahead, else the `error` frame to answer with."""
+    def check(self, text: str) -> ChateeError | None:
+        """None to go ahead, else why the frame is refused (answered as an `error` frame)."""
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
         self.last = now
         if self.tokens < 1:
             retry_ms = math.ceil((1 - self.tokens) / self.rate * 1000)
-            return {
-                "type": "error",
-                "code": "rate_limited",
-                "detail": f"more than {self.rate:g} frames per second; frame dropped",
-                "retry_after_ms": retry_ms,
-            }
+            return RateLimited(
+                f"more than {self.rate:g} frames per second; frame dropped",
+                "rate_limited",
+                retry_after_ms=retry_ms,
+            )
         self.tokens -= 1
         size = len(text)  # characters; UTF-8 takes 1-4 bytes each: encode only when it matters
         if size > self.max_bytes or (
             4 * size > self.max_bytes
             and len(text.encode("utf-8", "surrogatepass")) > self.max_bytes
         ):
-            return {
-                "type": "error",
-                "code": "too-large",
-                "detail": f"frames are at most {self.max_bytes} bytes; frame dropped",
-                "status": 413,
-            }
+            return TooLarge(f"frames are at most {self.max_bytes} bytes; frame dropped")
         if self.no_chat and '"chat.send"' in text and _frame_type(text) == "chat.send":
-            return {
-                "type": "error",
-                "code": "insufficient-scope",
-                "detail": "this API key's scopes do not cover chat.send",
-                "status": 403,
-            }
+            return Forbidden("this API key's scopes do not cover chat.send", "insufficient-scope")
         return None
 
 

@@ -18,6 +18,8 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from chatee.config import Settings
+
 _hasher = PasswordHasher()
 ALGORITHM = "HS256"
 API_KEY_PREFIX = "chk_"
@@ -84,9 +86,18 @@ def decode_access_token(token: str, secret: str) -> AccessClaims:
         raise InvalidToken(str(exc)) from None
 
 
-def user_id_from_token(token: str, secret: str) -> int:
-    """Signature and expiry only (no revocation check: see `api.deps.authenticate`)."""
-    return decode_access_token(token, secret).user_id
+# -- revocation: Redis deny-list keys an access token is checked against ------------------------
+
+REVOKED_JTI = "chatee:auth:revoked:jti:"  # + jti, until the token's exp
+REVOKED_FAMILY = "chatee:auth:revoked:family:"  # + family id, for one access-token lifetime
+
+
+def deny_keys(claims: AccessClaims) -> list[str]:
+    """The deny-list keys that, if any is set, mean this access token was revoked."""
+    keys = [REVOKED_JTI + claims.jti] if claims.jti else []
+    if claims.family:
+        keys.append(REVOKED_FAMILY + claims.family)
+    return keys
 
 
 # -- opaque secrets: refresh tokens and API keys -------------------------------------------------
@@ -102,6 +113,16 @@ def derive_pepper(jwt_secret: str, configured: str | None) -> bytes:
     if configured:
         return configured.encode()
     return hmac.new(jwt_secret.encode(), b"chatee api-key pepper v1", hashlib.sha256).digest()
+
+
+def pepper(settings: Settings) -> bytes:
+    """This deployment's key for refresh-token and API-key hashes."""
+    assert settings.jwt_secret is not None
+    configured = settings.security.api_key_pepper
+    return derive_pepper(
+        settings.jwt_secret.get_secret_value(),
+        configured.get_secret_value() if configured else None,
+    )
 
 
 def hash_secret(secret: str, pepper: bytes) -> str:

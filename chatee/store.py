@@ -1,4 +1,4 @@
-"""Data access for users, agents, sessions and session messages.
+"""Data access for sessions and session messages.
 
 Writes that a retried activity may repeat go through `idempotency_key`, so a retry returns the
 row the first attempt wrote instead of writing a second one.
@@ -14,31 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatee.ids import new_id
-from chatee.models import Agent, Message, Session, User
-
-
-class UsernameTaken(Exception):
-    pass
-
-
-async def create_user(db: AsyncSession, username: str, password_hash: str) -> User:
-    user = User(id=new_id(), username=username, password_hash=password_hash)
-    db.add(user)
-    try:
-        await db.commit()
-    except IntegrityError:
-        await db.rollback()
-        raise UsernameTaken(username) from None
-    return user
-
-
-async def user_by_name(db: AsyncSession, username: str) -> User | None:
-    return (await db.execute(select(User).where(User.username == username))).scalar_one_or_none()
-
-
-async def owned_agent(db: AsyncSession, owner_id: int, agent_id: int) -> Agent | None:
-    agent = await db.get(Agent, agent_id)
-    return agent if agent is not None and agent.owner_id == owner_id else None
+from chatee.models import Message, Session
 
 
 async def owned_session(db: AsyncSession, user_id: int, session_id: int) -> Session | None:

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from chatee import store
+from chatee import agents, people, store
 from chatee.db import create_engine, session_factory
 from chatee.ids import new_id
 from chatee.models import Agent, Message, Session
@@ -60,20 +60,20 @@ async def make_agent_and_session(
 async def test_create_user_and_duplicate_name(factory: async_sessionmaker[AsyncSession]) -> None:
     name = f"u{new_id()}"
     async with factory() as db:
-        user = await store.create_user(db, name, "hash-1")
+        user = await people.create_user(db, name, "hash-1")
     async with factory() as db:
-        found = await store.user_by_name(db, name)
+        found = await people.user_by_name(db, name)
         assert found is not None
         assert (found.id, found.password_hash) == (user.id, "hash-1")
-        with pytest.raises(store.UsernameTaken):
-            await store.create_user(db, name, "hash-2")
+        with pytest.raises(people.UsernameTaken):
+            await people.create_user(db, name, "hash-2")
         # the session is usable after the failed insert, and the first row is untouched
-        again = await store.user_by_name(db, name)
+        again = await people.user_by_name(db, name)
         assert again is not None and again.password_hash == "hash-1"
-        other = await store.create_user(db, name + "x", "hash-3")
+        other = await people.create_user(db, name + "x", "hash-3")
         assert other.id != user.id
     async with factory() as db:
-        assert await store.user_by_name(db, f"missing{new_id()}") is None
+        assert await people.user_by_name(db, f"missing{new_id()}") is None
 
 
 async def test_store_message_once_is_idempotent_under_concurrency(
@@ -204,17 +204,17 @@ async def test_owned_rows_are_hidden_from_other_users(
     owner, stranger = new_id(), new_id()
     agent, session = await make_agent_and_session(factory, owner)
     async with factory() as db:
-        found_agent = await store.owned_agent(db, owner, agent.id)
+        found_agent = await agents.find_owned_agent(db, owner, agent.id)
         found_session = await store.owned_session(db, owner, session.id)
         assert found_agent is not None and found_agent.id == agent.id
         assert found_session is not None and found_session.id == session.id
-        assert await store.owned_agent(db, stranger, agent.id) is None
+        assert await agents.find_owned_agent(db, stranger, agent.id) is None
         assert await store.owned_session(db, stranger, session.id) is None
-        assert await store.owned_agent(db, owner, new_id()) is None
+        assert await agents.find_owned_agent(db, owner, new_id()) is None
         assert await store.owned_session(db, owner, new_id()) is None
         # an agent id is not a session id and vice versa
         assert await store.owned_session(db, owner, agent.id) is None
-        assert await store.owned_agent(db, owner, session.id) is None
+        assert await agents.find_owned_agent(db, owner, session.id) is None
 
 
 async def test_message_by_client_id(factory: async_sessionmaker[AsyncSession]) -> None:

@@ -10,20 +10,19 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import func, select, update
 
-from api.deps import DB, Principal, Res, current_principal, parse_id, pepper
-from api.errors import Problem, not_found
-from chatee.ids import new_id
-from chatee.models import ApiKey, utcnow
-from chatee.security import API_KEY_DISPLAY_CHARS, API_KEY_PREFIX, SCOPES, hash_secret, new_secret
+from api.deps import DB, Principal, Svc, current_principal, parse_id
+from chatee import people
+from chatee.errors import Forbidden
+from chatee.models import ApiKey
+from chatee.security import SCOPES
 
 router = APIRouter(prefix="/api-keys", tags=["api-keys"])
 
 
 def key_owner(principal: Annotated[Principal, Depends(current_principal)]) -> int:
     if principal.kind != "user":
-        raise Problem(403, "API keys cannot manage API keys", "/problems/insufficient-scope")
+        raise Forbidden("API keys cannot manage API keys", "insufficient-scope")
     return principal.user_id
 
 
@@ -73,54 +72,19 @@ def _out(key: ApiKey) -> ApiKeyOut:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-async def create_key(body: ApiKeyIn, user_id: Owner, db: DB, res: Res) -> ApiKeyCreated:
-    live = await db.scalar(
-        select(func.count())
-        .select_from(ApiKey)
-        .where(ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None))
-    )
-    most = res.settings.security.max_api_keys_per_user
-    if (live or 0) >= most:
-        raise Problem(409, f"at most {most} API keys per user; revoke one", "/problems/too-many")
-    secret = new_secret(API_KEY_PREFIX)
-    key = ApiKey(
-        id=new_id(),
-        user_id=user_id,
-        name=body.name,
-        prefix=secret[:API_KEY_DISPLAY_CHARS],
-        key_hash=hash_secret(secret, pepper(res.settings)),
-        scopes=body.scopes,
-        created_at=utcnow(),
-    )
-    db.add(key)
-    await db.commit()
+async def create_key(body: ApiKeyIn, user_id: Owner, db: DB, svc: Svc) -> ApiKeyCreated:
+    key, secret = await people.create_api_key(svc, db, user_id, body.name, body.scopes)
     return ApiKeyCreated(**_out(key).model_dump(), key=secret)
 
 
 @router.get("")
 async def list_keys(user_id: Owner, db: DB) -> list[ApiKeyOut]:
     """Your live keys, newest first (never their secrets)."""
-    rows = await db.scalars(
-        select(ApiKey)
-        .where(ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None))
-        .order_by(ApiKey.id.desc())
-    )
-    return [_out(k) for k in rows]
+    return [_out(k) for k in await people.api_keys(db, user_id)]
 
 
 @router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def revoke_key(key_id: str, user_id: Owner, db: DB) -> Response:
     """Revoke a key: from now on it is refused with 401."""
-    revoked = await db.execute(
-        update(ApiKey)
-        .where(
-            ApiKey.id == parse_id(key_id, "API key"),
-            ApiKey.user_id == user_id,
-            ApiKey.revoked_at.is_(None),
-        )
-        .values(revoked_at=utcnow())
-    )
-    await db.commit()
-    if revoked.rowcount != 1:
-        raise not_found("API key")
+    await people.revoke_api_key(db, user_id, parse_id(key_id, "API key"))
     return Response(status_code=status.HTTP_204_NO_CONTENT)

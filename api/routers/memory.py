@@ -1,6 +1,6 @@
 """Memory: what an agent remembers — on its own (`scope: agent`) and about the caller
 (`scope: user`) — and everything agents remember about the caller (`/memory`). The same store
-the AG_MEMORY_LOAD / AG_MEMORY_STORE steps read and write."""
+the AG_MEMORY_LOAD / AG_MEMORY_STORE steps read and write; the flow is in chatee/knowledge.py."""
 
 from __future__ import annotations
 
@@ -8,11 +8,9 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response, status
 
-from api.deps import DB, Res, UserId, parse_id
-from api.errors import not_found
-from api.routers.agents import owned_agent_or_404
+from api.deps import DB, Svc, UserId
 from api.schemas_rag import MemoryIn, MemoryOut, MemoryPage, UserMemoryIn
-from chatee import memory
+from chatee import knowledge, memory
 from chatee.models import Memory
 
 router = APIRouter(tags=["memory"])
@@ -37,27 +35,20 @@ async def agent_memory(
     scope: Annotated[Literal["all", "agent", "user"], Query()] = "all",
 ) -> MemoryPage:
     """The agent's own entries and its entries about the caller (what AG_MEMORY_LOAD loads)."""
-    agent = (await owned_agent_or_404(db, user_id, agent_id)).id
-    rows = await memory.entries(db, agent, user_id, scope)
+    rows = await knowledge.agent_memory(db, user_id, agent_id, scope)
     return MemoryPage(items=[memory_out(r) for r in rows])
 
 
 @router.post("/agents/{agent_id}/memory", status_code=status.HTTP_201_CREATED)
-async def remember(agent_id: str, body: MemoryIn, user_id: UserId, db: DB, res: Res) -> MemoryOut:
+async def remember(agent_id: str, body: MemoryIn, user_id: UserId, db: DB, svc: Svc) -> MemoryOut:
     """Insert or replace the entry under `key` (per scope)."""
-    agent = (await owned_agent_or_404(db, user_id, agent_id)).id
-    owner = memory.AGENT_WIDE if body.scope == "agent" else user_id
-    return memory_out(await memory.put(res.db, agent, owner, body.key, body.value))
+    row = await knowledge.remember(svc, db, user_id, agent_id, body.key, body.value, body.scope)
+    return memory_out(row)
 
 
 @router.delete("/agents/{agent_id}/memory/{entry_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def forget(agent_id: str, entry_id: str, user_id: UserId, db: DB) -> Response:
-    agent = (await owned_agent_or_404(db, user_id, agent_id)).id
-    row = await db.get(Memory, parse_id(entry_id, "memory entry"))
-    if row is None or row.agent_id != agent or row.user_id not in (memory.AGENT_WIDE, user_id):
-        raise not_found("memory entry")
-    await db.delete(row)
-    await db.commit()
+    await knowledge.forget(db, user_id, agent_id, entry_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -68,16 +59,12 @@ async def my_memory(user_id: UserId, db: DB) -> MemoryPage:
 
 
 @router.post("/memory", status_code=status.HTTP_201_CREATED)
-async def remember_me(body: UserMemoryIn, user_id: UserId, db: DB, res: Res) -> MemoryOut:
-    agent = (await owned_agent_or_404(db, user_id, body.agent_id)).id
-    return memory_out(await memory.put(res.db, agent, user_id, body.key, body.value))
+async def remember_me(body: UserMemoryIn, user_id: UserId, db: DB, svc: Svc) -> MemoryOut:
+    row = await knowledge.remember(svc, db, user_id, body.agent_id, body.key, body.value)
+    return memory_out(row)
 
 
 @router.delete("/memory/{entry_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def forget_me(entry_id: str, user_id: UserId, db: DB) -> Response:
-    row = await db.get(Memory, parse_id(entry_id, "memory entry"))
-    if row is None or row.user_id != user_id:
-        raise not_found("memory entry")
-    await db.delete(row)
-    await db.commit()
+    await knowledge.forget_about_me(db, user_id, entry_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

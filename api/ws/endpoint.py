@@ -11,7 +11,7 @@ from api.deps import Principal, Services, authenticate
 from api.errors import Problem
 from api.limits import FrameGuard
 from api.ws.connection import TRY_AGAIN_LATER, UNAUTHORIZED
-from api.ws.frames import follow_session, handle
+from api.ws.frames import error_frame, follow_session, handle
 from api.ws.hub import Hub
 from chatee.errors import Unavailable
 from chatee.logging import get_logger
@@ -82,7 +82,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
             if text is None and message.get("bytes") is not None:
                 text = message["bytes"].decode("utf-8", "replace")
             if (refusal := guard.check(text or "")) is not None:  # size, rate, scope
-                conn.control(refusal)
+                conn.control(error_frame(refusal))
                 continue
             await handle(conn, text or "")
     except WebSocketDisconnect:

@@ -33,7 +33,7 @@ class Hub:
         self.knobs = svc.settings.messaging
         self.conns: dict[int, set[Connection]] = {}
         self.node = uuid.uuid4().hex  # tags this process's pushes: it skips their echo
-        svc.messenger.pushes.deliver_locally(self.node, self.deliver)
+        svc.messenger.pushes.push_locally(self.node, self.push_to_sockets)
         self.tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -127,9 +127,9 @@ class Hub:
         except ValueError:
             log.warning("unreadable push dropped")
             return
-        self.deliver(targets, text)
+        self.push_to_sockets(targets, text)
 
-    def deliver(self, targets: Targets, text: str) -> None:
+    def push_to_sockets(self, targets: Targets, text: str) -> None:
         """Hand a push to the sockets this process holds of its users. The frame text is
         forwarded as is (a `message.new` gets the user's inbox_seq put in front)."""
         conns = self.conns
