@@ -17,7 +17,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.steps import announce, complete, heartbeating
 from activities.turns import finish_turn
-from chatee import store
+from chatee import session_store
 from chatee.events import MESSAGE_DELTA
 from chatee.llm import PERMANENT_STATUS, LLMNotConfigured, estimate_tokens, rejection_message
 from chatee.metrics import observe_llm, record_tokens
@@ -43,7 +43,7 @@ class LLMActivities:
             async with heartbeating():
                 text, calls, usage = await self._stream(inp, agent, history, tools)
             record_tokens(inp.provider or agent.provider, inp.model or agent.model, usage)
-            stored = await store.store_message_once(
+            stored = await session_store.store_message_once(
                 self.services.sessionmaker,
                 idempotency_key=key,
                 session_id=int(inp.session_id),
@@ -120,7 +120,7 @@ class LLMActivities:
     async def _load(self, inp: StepInput) -> tuple[Agent, list[Message]]:
         async with self.services.sessionmaker() as db:
             agent = await load_agent(db, inp.agent_id)
-            history = await store.turn_context(
+            history = await session_store.turn_context(
                 db,
                 int(inp.session_id),
                 int(inp.turn_id),

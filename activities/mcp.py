@@ -19,7 +19,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.steps import announce, complete, heartbeating
-from chatee import store
+from chatee import session_store
 from chatee.events import TOOL_CALL, TOOL_RESULT
 from chatee.mcp import (
     McpConnectFailed,
@@ -69,7 +69,7 @@ class ToolActivities:
         else:
             assert server is not None and isinstance(arguments, dict)
             body = await self._call(server, inp.tool, arguments)
-        message = await store.store_message_once(
+        message = await session_store.store_message_once(
             self.services.sessionmaker,
             idempotency_key=key,
             session_id=int(inp.session_id),

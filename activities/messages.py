@@ -13,7 +13,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.steps import announce, complete
 from activities.turns import finish_turn
-from chatee import store
+from chatee import session_store
 from chatee.events import TOOL_RESULT
 from chatee.ids import new_id
 from chatee.models import Agent, Message, Session
@@ -69,7 +69,7 @@ class MessageActivities:
         if not text and role == "assistant" and inp.action == "AG_ACCEPT":
             await complete(self.services.bus, inp, "accepted")
             return StepResult("accepted")
-        message = await store.store_message_once(
+        message = await session_store.store_message_once(
             self.services.sessionmaker,
             idempotency_key=f"{inp.turn_id}:{inp.step}:{role}",
             session_id=int(inp.session_id),
@@ -99,7 +99,7 @@ class MessageActivities:
         await announce(self.services.bus, inp)
         call_id, reason = inp.params["tool_call_id"], inp.params["error"]
         body = {"is_error": True, "content": [{"type": "text", "text": reason}]}
-        await store.store_message_once(
+        await session_store.store_message_once(
             self.services.sessionmaker,
             idempotency_key=f"{inp.turn_id}:{inp.step}:{call_id}:tool",
             session_id=int(inp.session_id),
@@ -166,7 +166,7 @@ class MessageActivities:
                 )
             )
             await db.commit()
-        message = await store.store_message_once(
+        message = await session_store.store_message_once(
             self.services.sessionmaker,
             idempotency_key=key,
             session_id=session_id,

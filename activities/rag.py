@@ -15,7 +15,7 @@ from temporalio import activity
 
 from activities.llm import llm_client, load_agent, usage_of
 from activities.steps import announce, complete, heartbeating
-from chatee import memory, store
+from chatee import memory, session_store
 from chatee.models import Message
 from chatee.rag import documents
 from chatee.rag.search import Retriever
@@ -45,7 +45,7 @@ class RagActivities:
         session_id, turn_id = int(inp.session_id), int(inp.turn_id)
         top_k = int(inp.params.get("top_k", self.services.settings.rag.top_k))
         async with self.services.sessionmaker() as db:
-            recent = await store.turn_context(db, session_id, turn_id, 5)
+            recent = await session_store.turn_context(db, session_id, turn_id, 5)
             query = inp.params.get("query") or next(
                 (m.content for m in reversed(recent) if m.role == "user"), ""
             )
@@ -139,7 +139,9 @@ class RagActivities:
     async def _extract(self, inp: StepInput) -> tuple[dict[str, str], dict[str, int]]:
         async with self.services.sessionmaker() as db:
             agent = await load_agent(db, inp.agent_id)
-            history = await store.turn_context(db, int(inp.session_id), int(inp.turn_id), 20)
+            history = await session_store.turn_context(
+                db, int(inp.session_id), int(inp.turn_id), 20
+            )
         client = llm_client(self.services, agent.provider)
         transcript = "\n".join(
             f"{m.role}: {m.content}" for m in history if m.role in ("user", "assistant")
@@ -169,7 +171,7 @@ class RagActivities:
     ) -> None:
         """A system message of the turn for the next generation step; a retrieval note keeps
         its citations, which the turn's reply is returned with."""
-        note = await store.store_message_once(
+        note = await session_store.store_message_once(
             self.services.sessionmaker,
             idempotency_key=f"{inp.turn_id}:{inp.step}:{kind}",
             session_id=int(inp.session_id),

@@ -7,7 +7,7 @@ import json
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from chatee import store
+from chatee import session_store
 from chatee.events import TURN_COMPLETED, TURN_FAILED
 from chatee.metrics import TURNS
 from chatee.models import Message, Turn
@@ -51,7 +51,7 @@ async def finish_turn(services: Services, inp: FinishTurnInput, content: str | N
 async def _cite(services: Services, session_id: int, turn_id: int, message_id: int) -> None:
     """Store what the turn's AG_RAG steps cited with its reply (one indexed read when none)."""
     async with services.sessionmaker() as db:
-        cited = await store.turn_citations(db, session_id, turn_id)
+        cited = await session_store.turn_citations(db, session_id, turn_id)
         if cited:
             await db.execute(
                 update(Message)
@@ -77,7 +77,7 @@ async def close_open_tool_calls(
         for call in message.tool_calls or []:
             if call["id"] in answered:
                 continue
-            await store.store_message_once(
+            await session_store.store_message_once(
                 services.sessionmaker,
                 idempotency_key=f"{turn_id}:{call['id']}:closed",
                 session_id=session_id,

@@ -703,7 +703,7 @@ async def measure_components(w: World, n: int) -> dict[str, Any]:
     from chatee.db import create_engine, session_factory
     from chatee.ids import new_id
     from chatee.models import Message
-    from chatee.store import turn_context
+    from chatee.session_store import turn_context
 
     components: dict[str, Any] = {}
     engine = create_engine(w.database_url)

@@ -25,7 +25,7 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from chatee import store, temporal
+from chatee import session_store, temporal
 from chatee.bus import Event
 from chatee.config import Settings
 from chatee.errors import Conflict, NotFound, TooLarge, Unavailable
@@ -65,7 +65,7 @@ def session_closed() -> Conflict:
 
 async def owned_session(db: AsyncSession, user_id: int, session_id: int) -> Session:
     """The caller's session; anyone else's is as missing as one that never existed."""
-    session = await store.owned_session(db, user_id, session_id)
+    session = await session_store.owned_session(db, user_id, session_id)
     if session is None:
         raise NotFound("session not found")
     return session
@@ -213,7 +213,7 @@ async def store_user_message(
     (a resend, or a race with one, returns the first). True when this call stored it."""
     async with svc.sessionmaker() as db:
         if client_msg_id:
-            existing = await store.message_by_client_id(db, session_id, client_msg_id)
+            existing = await session_store.message_by_client_id(db, session_id, client_msg_id)
             if existing is not None:
                 return existing, False
         message = Message(
@@ -231,7 +231,7 @@ async def store_user_message(
             await db.rollback()
             raced = None
             if client_msg_id:  # the same client_msg_id raced in on another request
-                raced = await store.message_by_client_id(db, session_id, client_msg_id)
+                raced = await session_store.message_by_client_id(db, session_id, client_msg_id)
             if raced is None:
                 raise Conflict("the message clashed with another; send it again") from None
             return raced, False
@@ -298,7 +298,7 @@ async def human_reply(svc: Services, session: Session, request_id: str, content:
     state = await live_state(svc, session)
     if state is None or state.pending_human_request != request_id:
         raise NotFound("no pending human request with that id")
-    message = await store.store_message_once(
+    message = await session_store.store_message_once(
         svc.sessionmaker,
         idempotency_key=f"human:{request_id}",
         session_id=session.id,

@@ -29,7 +29,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.mcp import ToolActivities, fit
-from chatee import store, temporal
+from chatee import session_store, temporal
 from chatee.bus import EventBus
 from chatee.config import Settings, load_settings
 from chatee.db import create_engine, session_factory
@@ -556,8 +556,8 @@ async def test_call_mcp_tool_activity_stores_the_result_and_emits_events_once(
         {"id": "call_bad", "name": "demo__add", "arguments": '{"a": 2,'},
         {"id": "call_fail", "name": "demo__fail", "arguments": ""},
     ]
-    asked = await store.store_message_once(
-        deps.db, idempotency_key=f"{turn_id}:0:assistant", session_id=session_id,
+    asked = await session_store.store_message_once(
+        deps.sessionmaker, idempotency_key=f"{turn_id}:0:assistant", session_id=session_id,
         role="assistant", content="", turn_id=turn_id, tool_calls=calls,
     )  # fmt: skip
 

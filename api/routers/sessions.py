@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated
 
-from chatee.agents import owned_agent
 from fastapi import APIRouter, Header, Query, status
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,7 +21,8 @@ from api.schemas import (
 )
 from api.schemas_rag import CitedMessageOut, CitedMessagePage
 from api.sse import event_source
-from chatee import agent_sessions, store
+from chatee import agent_sessions, session_store
+from chatee.agents import owned_agent
 from chatee.bus import is_stream_id
 from chatee.models import Session
 from workflows.types import (
@@ -109,7 +109,7 @@ async def list_messages(
     """Newest first; pass `next_before` back as `before` for the previous page."""
     session = await owned(db, user_id, session_id)
     cursor = parse_before(before)
-    rows = await store.message_page(db, session.id, cursor, limit)
+    rows = await session_store.message_page(db, session.id, cursor, limit)
     items = [
         CitedMessageOut(
             id=str(m.id),

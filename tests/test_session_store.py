@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from chatee import agents, people, store
+from chatee import agents, people, session_store
 from chatee.db import create_engine, session_factory
 from chatee.ids import new_id
 from chatee.models import Agent, Message, Session
@@ -36,7 +36,7 @@ async def add_message(
     content: str | None = None,
 ) -> Message:
     key = f"test:{new_id()}"
-    return await store.store_message_once(
+    return await session_store.store_message_once(
         factory,
         idempotency_key=key,
         session_id=session_id,
@@ -82,7 +82,7 @@ async def test_store_message_once_is_idempotent_under_concurrency(
     session_id, turn_id, key = new_id(), new_id(), f"idem:{new_id()}"
 
     async def attempt(n: int) -> Message:
-        return await store.store_message_once(
+        return await session_store.store_message_once(
             factory,
             idempotency_key=key,
             session_id=session_id,
@@ -93,7 +93,7 @@ async def test_store_message_once_is_idempotent_under_concurrency(
         )
 
     # hold every attempt after its lookup until all 10 have looked, so all of them try to insert
-    lookup = store._by_key
+    lookup = session_store._by_key
     first_lookups = asyncio.Barrier(10)
     lookups = 0
 
@@ -106,10 +106,10 @@ async def test_store_message_once_is_idempotent_under_concurrency(
             await asyncio.wait_for(first_lookups.wait(), 10)
         return row
 
-    monkeypatch.setattr(store, "_by_key", gated_lookup)
+    monkeypatch.setattr(session_store, "_by_key", gated_lookup)
     results = await asyncio.gather(*(attempt(n) for n in range(10)))
     assert lookups == 10 + 9  # the nine losers each looked again after their insert failed
-    monkeypatch.setattr(store, "_by_key", lookup)
+    monkeypatch.setattr(session_store, "_by_key", lookup)
     assert len({m.id for m in results}) == 1
     async with factory() as db:
         rows = (
@@ -143,7 +143,7 @@ async def test_turn_context_never_shows_later_turns(
 
     async def context(turn: int, limit: int = 50) -> list[int]:
         async with factory() as db:
-            return [m.id for m in await store.turn_context(db, session_id, turn, limit)]
+            return [m.id for m in await session_store.turn_context(db, session_id, turn, limit)]
 
     assert await context(t1) == [m1.id]
     assert await context(t2) == [m1.id, m2.id]
@@ -179,7 +179,7 @@ async def test_message_page_newest_first_without_gaps(
     pages = 0
     while True:
         async with factory() as db:
-            page = [m.id for m in await store.message_page(db, session_id, before, 5)]
+            page = [m.id for m in await session_store.message_page(db, session_id, before, 5)]
         if not page:
             break
         pages += 1
@@ -193,9 +193,9 @@ async def test_message_page_newest_first_without_gaps(
     assert seen == expected  # no overlap, no gap
 
     async with factory() as db:
-        first = await store.message_page(db, session_id, None, 3)
+        first = await session_store.message_page(db, session_id, None, 3)
         assert [m.id for m in first] == expected[:3]
-        assert await store.message_page(db, session_id, expected[-1], 10) == []
+        assert await session_store.message_page(db, session_id, expected[-1], 10) == []
 
 
 async def test_owned_rows_are_hidden_from_other_users(
@@ -205,15 +205,15 @@ async def test_owned_rows_are_hidden_from_other_users(
     agent, session = await make_agent_and_session(factory, owner)
     async with factory() as db:
         found_agent = await agents.find_owned_agent(db, owner, agent.id)
-        found_session = await store.owned_session(db, owner, session.id)
+        found_session = await session_store.owned_session(db, owner, session.id)
         assert found_agent is not None and found_agent.id == agent.id
         assert found_session is not None and found_session.id == session.id
         assert await agents.find_owned_agent(db, stranger, agent.id) is None
-        assert await store.owned_session(db, stranger, session.id) is None
+        assert await session_store.owned_session(db, stranger, session.id) is None
         assert await agents.find_owned_agent(db, owner, new_id()) is None
-        assert await store.owned_session(db, owner, new_id()) is None
+        assert await session_store.owned_session(db, owner, new_id()) is None
         # an agent id is not a session id and vice versa
-        assert await store.owned_session(db, owner, agent.id) is None
+        assert await session_store.owned_session(db, owner, agent.id) is None
         assert await agents.find_owned_agent(db, owner, session.id) is None
 
 
@@ -231,10 +231,10 @@ async def test_message_by_client_id(factory: async_sessionmaker[AsyncSession]) -
         db.add(msg)
         await db.commit()
     async with factory() as db:
-        found = await store.message_by_client_id(db, session_id, "c-1")
+        found = await session_store.message_by_client_id(db, session_id, "c-1")
         assert found is not None and found.id == msg.id
-        assert await store.message_by_client_id(db, other_session, "c-1") is None
-        assert await store.message_by_client_id(db, session_id, "c-2") is None
+        assert await session_store.message_by_client_id(db, other_session, "c-1") is None
+        assert await session_store.message_by_client_id(db, session_id, "c-2") is None
 
 
 UNICODE_SAMPLE = (
@@ -257,5 +257,5 @@ async def test_large_unicode_content_round_trips(
         assert row is not None
         assert len(row.content) == len(content)
         assert row.content == content
-        by_ctx = await store.turn_context(db, session_id, stored.turn_id, 10)
+        by_ctx = await session_store.turn_context(db, session_id, stored.turn_id, 10)
         assert [m.content for m in by_ctx] == [content]
