@@ -23,7 +23,6 @@ from starlette.exceptions import HTTPException
 from api.errors import Problem, unavailable
 from chatee.ids import parse_id as parse_id  # routers take it from here
 from chatee.logging import get_logger
-from chatee.mcp import McpManager
 from chatee.messaging.service import Messenger
 from chatee.models import ApiKey, utcnow
 from chatee.security import (
@@ -189,12 +188,7 @@ def messenger(svc: Svc) -> Messenger:
     return svc.messenger
 
 
-def mcp_manager(svc: Svc) -> McpManager:
-    return svc.mcp
-
-
 Msg = Annotated[Messenger, Depends(messenger)]
-Mcp = Annotated[McpManager, Depends(mcp_manager)]
 DB = Annotated[AsyncSession, Depends(db_session)]
 Caller = Annotated[Principal, Depends(current_principal)]
 UserId = Annotated[int, Depends(current_user_id)]

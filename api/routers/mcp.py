@@ -1,5 +1,6 @@
 """MCP server registry: each user's own servers (anyone else's is a 404), connecting to them,
-their tools, and calling a tool directly.
+their tools, and calling a tool directly. The flows are `chatee/mcp/registry.py`; this module
+parses, renders and keeps the HTTP contract.
 
 Header values may be credentials: they are stored, registered with the log scrubber, and only
 ever returned as `***`. A `PUT` that sends `***` (or leaves `headers` out) keeps what is stored.
@@ -11,21 +12,16 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from sqlalchemy import select
 
-from api.deps import DB, Res, UserId, parse_id
-from api.errors import Problem, not_found
-from chatee.config import Settings
-from chatee.ids import new_id
-from chatee.logging import register_secret
-from chatee.mcp import McpError, McpManager, ServerConfig, check_server
-from chatee.models import McpServer, utcnow
+from api.deps import DB, Svc, UserId, parse_id
+from chatee.mcp import registry
+from chatee.mcp.registry import MASK
+from chatee.models import McpServer
 
 router = APIRouter(prefix="/mcp/servers", tags=["mcp"])
 
-MASK = "***"
 Transport = Literal["streamable_http", "sse", "stdio"]
 ToolPolicy = Literal["allow", "deny", "approve"]
 HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")
@@ -127,13 +123,6 @@ class CallOut(BaseModel):
     is_error: bool
 
 
-def manager(request: Request) -> McpManager:
-    return request.app.state.mcp
-
-
-Manager = Annotated[McpManager, Depends(manager)]
-
-
 def server_out(row: McpServer) -> McpServerOut:
     return McpServerOut(
         id=str(row.id),
@@ -153,150 +142,63 @@ def server_out(row: McpServer) -> McpServerOut:
     )
 
 
-def problem(exc: McpError) -> Problem:
-    kind = {403: "mcp-refused", 422: "validation", 504: "mcp-timeout"}.get(exc.status, "mcp-error")
-    return Problem(exc.status, str(exc), f"/problems/{kind}")
+def _spec(body: McpServerIn) -> registry.ServerSpec:
+    return registry.ServerSpec(**body.model_dump())
 
 
-async def _owned(db: DB, user_id: int, server_id: str) -> McpServer:
-    row = await db.get(McpServer, parse_id(server_id, "MCP server"))
-    if row is None or row.owner_id != user_id:
-        raise not_found("MCP server")
-    return row
-
-
-async def _apply(row: McpServer, body: McpServerIn, settings: Settings) -> None:
-    """Copy the body onto the row, after the same safety checks every connect runs."""
-    headers = dict(body.headers) if body.headers is not None else dict(row.headers or {})
-    for key, value in list(headers.items()):
-        if value == MASK:  # "keep what is stored"
-            if key in (row.headers or {}):
-                headers[key] = row.headers[key]
-            else:
-                detail = f"headers.{key}: there is no stored value to keep"
-                raise Problem(422, detail, "/problems/validation")
-    if body.transport == "stdio":
-        headers = {}
-    for value in headers.values():
-        register_secret(value)
-    candidate = ServerConfig(
-        id=row.id or 0,
-        name=body.name,
-        transport=body.transport,
-        url=body.url,
-        command=body.command,
-        args=tuple(body.args),
-        headers=tuple(sorted(headers.items())),
-    )
-    try:
-        await check_server(candidate, settings)
-    except McpError as exc:
-        raise problem(exc) from None
-    changed = candidate.key != _config(row).key if row.transport else True
-    row.name = body.name
-    row.transport = body.transport
-    row.url = body.url
-    row.command = body.command
-    row.args = list(body.args)
-    row.headers = headers
-    row.tool_policy = dict(body.tool_policy)
-    if changed:  # a different server: what was learnt about the old one no longer holds
-        row.status = "registered"
-        row.server_info = row.tools = row.tools_refreshed_at = None
-
-
-def _config(row: McpServer) -> ServerConfig:
-    return ServerConfig.from_row(row)
-
-
-async def _connect(row: McpServer, db: DB, mcp: McpManager) -> list[dict[str, Any]]:
-    """Connect (or reuse the pooled session), refresh the tools cache and record the outcome."""
-    try:
-        connected = await mcp.connect(_config(row))
-    except McpError as exc:
-        row.status = "error"
-        await db.commit()
-        raise problem(exc) from None
-    row.status = "connected"
-    row.server_info = connected.server_info
-    row.tools = connected.tools
-    row.tools_refreshed_at = utcnow()
-    await db.commit()
-    return connected.tools
+def _id(server_id: str) -> int:
+    return parse_id(server_id, "MCP server")
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-async def create_server(body: McpServerIn, user_id: UserId, db: DB, res: Res) -> McpServerOut:
-    row = McpServer(id=new_id(), owner_id=user_id, status="registered")
-    await _apply(row, body, res.settings)
-    db.add(row)
-    await db.commit()
-    return server_out(row)
+async def create_server(body: McpServerIn, user_id: UserId, db: DB, svc: Svc) -> McpServerOut:
+    return server_out(await registry.create_server(svc, db, user_id, _spec(body)))
 
 
 @router.get("")
 async def list_servers(user_id: UserId, db: DB) -> list[McpServerOut]:
-    rows = await db.execute(
-        select(McpServer).where(McpServer.owner_id == user_id).order_by(McpServer.id)
-    )
-    return [server_out(r) for r in rows.scalars()]
+    return [server_out(r) for r in await registry.list_servers(db, user_id)]
 
 
 @router.get("/{server_id}")
 async def get_server(server_id: str, user_id: UserId, db: DB) -> McpServerOut:
-    return server_out(await _owned(db, user_id, server_id))
+    return server_out(await registry.get_server(db, user_id, _id(server_id)))
 
 
 @router.put("/{server_id}")
 async def replace_server(
-    server_id: str, body: McpServerIn, user_id: UserId, db: DB, res: Res, mcp: Manager
+    server_id: str, body: McpServerIn, user_id: UserId, db: DB, svc: Svc
 ) -> McpServerOut:
-    row = await _owned(db, user_id, server_id)
-    await _apply(row, body, res.settings)
-    await db.commit()
-    await db.refresh(row)
-    await mcp.forget(row.id)
+    row = await registry.replace_server(svc, db, user_id, _id(server_id), _spec(body))
     return server_out(row)
 
 
 @router.delete("/{server_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_server(server_id: str, user_id: UserId, db: DB, mcp: Manager) -> Response:
-    row = await _owned(db, user_id, server_id)
-    await db.delete(row)
-    await db.commit()
-    await mcp.forget(row.id)
+async def delete_server(server_id: str, user_id: UserId, db: DB, svc: Svc) -> Response:
+    await registry.delete_server(svc, db, user_id, _id(server_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/{server_id}/connect")
-async def connect_server(server_id: str, user_id: UserId, db: DB, mcp: Manager) -> ConnectOut:
-    row = await _owned(db, user_id, server_id)
-    tools = await _connect(row, db, mcp)
-    return ConnectOut(status=row.status, server_info=row.server_info or {}, tools_count=len(tools))
+async def connect_server(server_id: str, user_id: UserId, db: DB, svc: Svc) -> ConnectOut:
+    row = await registry.connect_server(svc, db, user_id, _id(server_id))
+    return ConnectOut(
+        status=row.status, server_info=row.server_info or {}, tools_count=len(row.tools or [])
+    )
 
 
 @router.get("/{server_id}/tools")
-async def list_tools(server_id: str, user_id: UserId, db: DB, mcp: Manager) -> ToolsOut:
+async def list_tools(server_id: str, user_id: UserId, db: DB, svc: Svc) -> ToolsOut:
     """From the cache; a server whose tools were never fetched is connected first."""
-    row = await _owned(db, user_id, server_id)
-    tools = row.tools if row.tools is not None else await _connect(row, db, mcp)
+    tools = await registry.server_tools(svc, db, user_id, _id(server_id))
     return ToolsOut(tools=[ToolOut(**_tool(t)) for t in tools])
 
 
 @router.post("/{server_id}/tools/{tool}/call")
 async def call_tool(
-    server_id: str, tool: str, body: CallIn, user_id: UserId, db: DB, mcp: Manager
+    server_id: str, tool: str, body: CallIn, user_id: UserId, db: DB, svc: Svc
 ) -> CallOut:
-    row = await _owned(db, user_id, server_id)
-    tools = row.tools if row.tools is not None else await _connect(row, db, mcp)
-    if not any(t.get("name") == tool for t in tools):
-        tools = await _connect(row, db, mcp)  # the cache may be stale
-        if not any(t.get("name") == tool for t in tools):
-            raise not_found(f"tool {tool!r} on this MCP server")
-    try:
-        result = await mcp.call_tool(_config(row), tool, body.arguments)
-    except McpError as exc:
-        raise problem(exc) from None
+    result = await registry.call_tool(svc, db, user_id, _id(server_id), tool, body.arguments)
     return CallOut(**result)
 
 
