@@ -13,13 +13,13 @@ from typing import Any
 from temporalio import activity
 
 from chatee.bus import Event
-from chatee.events import FINAL, TURN_COMPLETED
 from chatee.messaging import conversations, ledger
 from chatee.messaging.fanout import batch_bounds, deliver_and_push, member_users
 from chatee.messaging.types import Draft
 from chatee.models import Conversation, Message
 from chatee.services import Services
 from workflows import names
+from workflows.events import FINAL, TURN_COMPLETED
 from workflows.fanout import (
     BatchInput,
     Bound,

@@ -18,12 +18,12 @@ from temporalio.exceptions import ApplicationError
 from activities.steps import announce, complete, heartbeating
 from activities.turns import finish_turn
 from chatee import session_store
-from chatee.events import MESSAGE_DELTA
 from chatee.llm import PERMANENT_STATUS, LLMNotConfigured, estimate_tokens, rejection_message
 from chatee.metrics import observe_llm, record_tokens
 from chatee.models import Agent, Message
 from chatee.services import Services
 from workflows import names
+from workflows.events import MESSAGE_DELTA
 from workflows.executor import add_usage
 from workflows.types import FinishTurnInput, StepInput, StepResult, ToolCallRef
 

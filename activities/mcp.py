@@ -20,7 +20,6 @@ from temporalio.exceptions import ApplicationError
 
 from activities.steps import announce, complete, heartbeating
 from chatee import session_store
-from chatee.events import TOOL_CALL, TOOL_RESULT
 from chatee.mcp import (
     McpConnectFailed,
     McpError,
@@ -33,6 +32,7 @@ from chatee.models import Agent, McpServer, Message
 from chatee.services import Services
 from chatee.tracing import span
 from workflows import names
+from workflows.events import TOOL_CALL, TOOL_RESULT
 from workflows.types import StepInput, ToolCallInput, ToolCallResult
 
 CONNECT_ATTEMPTS = 3  # attempts that may raise for an unreachable server before it is a result

@@ -14,11 +14,11 @@ from temporalio.exceptions import ApplicationError
 from activities.steps import announce, complete
 from activities.turns import finish_turn
 from chatee import session_store
-from chatee.events import TOOL_RESULT
 from chatee.ids import new_id
 from chatee.models import Agent, Message, Session
 from chatee.services import Services
 from workflows import names
+from workflows.events import TOOL_RESULT
 from workflows.types import (
     AgentTaskInput,
     FinishTurnInput,

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from temporalio import activity
 
 from chatee.bus import EventBus
-from chatee.events import STEP_COMPLETED, STEP_RETRY, STEP_STARTED, TURN_STARTED
+from workflows.events import STEP_COMPLETED, STEP_RETRY, STEP_STARTED, TURN_STARTED
 from workflows.types import StepInput
 
 

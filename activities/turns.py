@@ -8,10 +8,10 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from chatee import session_store
-from chatee.events import TURN_COMPLETED, TURN_FAILED
 from chatee.metrics import TURNS
 from chatee.models import Message, Turn
 from chatee.services import Services
+from workflows.events import TURN_COMPLETED, TURN_FAILED
 from workflows.types import FinishTurnInput
 
 

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import problem_response
-from chatee.config import Settings
+from chatee.config import Settings, ws_frame_limit
 from chatee.errors import ChateeError, Forbidden, RateLimited, TooLarge
 
 if TYPE_CHECKING:
@@ -78,16 +78,6 @@ class BodySizeLimit:
 
 
 # -- WebSocket frames ---------------------------------------------------------------------------
-
-
-def ws_frame_limit(settings: Settings) -> int:
-    """Largest client frame handled; bigger ones get an `error` frame (`too-large`)."""
-    return settings.security.ws_max_frame_bytes or settings.limits.max_request_bytes
-
-
-def ws_protocol_limit(settings: Settings) -> int:
-    """uvicorn's `ws_max_size`: frames beyond it are never buffered; the socket closes (1009)."""
-    return 4 * ws_frame_limit(settings)
 
 
 class FrameGuard:

@@ -32,11 +32,11 @@ from api.errors import Problem, problem_response
 from chatee import agent_sessions
 from chatee.config import Settings
 from chatee.errors import ChateeError
-from chatee.events import TURN_COMPLETED, TURN_FAILED
 from chatee.ids import parse_id
 from chatee.logging import get_logger
 from chatee.models import Agent
 from chatee.services import Services
+from workflows.events import TURN_COMPLETED, TURN_FAILED
 
 log = get_logger(__name__)
 

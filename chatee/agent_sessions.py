@@ -29,12 +29,12 @@ from chatee import session_store, temporal
 from chatee.bus import Event
 from chatee.config import Settings
 from chatee.errors import Conflict, NotFound, TooLarge, Unavailable
-from chatee.events import FINAL
 from chatee.ids import new_id
 from chatee.models import Agent, Message, Session
 from chatee.services import Services
 from workflows.agent_session import AgentSession
 from workflows.chain import DEFAULT_CHAIN
+from workflows.events import FINAL
 from workflows.names import AGENTS_QUEUE, session_workflow_id
 from workflows.types import (
     CancelTurn,

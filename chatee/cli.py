@@ -9,7 +9,13 @@ from typing import Annotated, Literal
 import typer
 
 from chatee import ids
-from chatee.config import ConfigError, Settings, load_settings
+from chatee.config import (
+    ConfigError,
+    Settings,
+    load_settings,
+    require_api_secrets,
+    ws_protocol_limit,
+)
 from chatee.logging import register_secret, setup_logging
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -53,16 +59,14 @@ def api(
     """Run the HTTP/SSE API against the configured database, Redis and Temporal."""
     import uvicorn
 
-    from api.app import create_app
-    from api.limits import ws_protocol_limit
-
     settings = _settings()
     try:
-        application = create_app(settings)
+        require_api_secrets(settings)
     except ConfigError as exc:
         raise _fail(exc) from None
     uvicorn.run(
-        application,
+        "api.app:app_from_config",  # by name: the core imports no surface
+        factory=True,
         host=host or settings.http_host,
         port=port or settings.http_port,
         log_config=None,

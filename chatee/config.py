@@ -303,3 +303,19 @@ def load_settings(**overrides: object) -> Settings:
 @lru_cache
 def get_settings() -> Settings:
     return load_settings()
+
+
+def require_api_secrets(settings: Settings) -> None:
+    """The API refuses to start without a JWT secret: every token would be forgeable."""
+    if settings.jwt_secret is None:
+        raise ConfigError("CHATEE_JWT_SECRET is not set (chatee dev generates one for you)")
+
+
+def ws_frame_limit(settings: Settings) -> int:
+    """Largest client frame handled; bigger ones get an `error` frame (`too-large`)."""
+    return settings.security.ws_max_frame_bytes or settings.limits.max_request_bytes
+
+
+def ws_protocol_limit(settings: Settings) -> int:
+    """uvicorn's `ws_max_size`: frames beyond it are never buffered; the socket closes (1009)."""
+    return 4 * ws_frame_limit(settings)

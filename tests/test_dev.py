@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from chatee.devstack import free_port, port_open
-from tests.llm_server import LLMServerThread
+from chatee.devtools.llm_server import LLMServerThread
 from tests.support import Api
 
 

@@ -12,9 +12,9 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 
 from chatee.devstack import free_port
-from tests.llm_server import LLMServerThread
+from chatee.devtools.llm_server import LLMServerThread
 from tests.support import Api, Stack
-from workflows.types import SEARCH_ATTRIBUTES
+from workflows.names import SEARCH_ATTRIBUTES
 
 MakeStack = Callable[[dict[str, str]], Stack]
 

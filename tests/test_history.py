@@ -14,7 +14,7 @@ import pytest
 from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Replayer
 
-from tests.llm_server import LLMServerThread
+from chatee.devtools.llm_server import LLMServerThread
 from tests.support import Api, completes
 from workflows.agent_session import AgentSession
 from workflows.agent_task import AgentTask

@@ -14,10 +14,10 @@ from sqlalchemy import func, select
 from temporalio.client import Client
 
 from chatee.db import create_engine, session_factory
+from chatee.devtools.llm_server import LLMServerThread
 from chatee.ids import new_id
 from chatee.models import ConversationAgent, InboxEntry, User
 from chatee.security import issue_token
-from tests.llm_server import LLMServerThread
 from tests.messaging_support import WsClient, all_messages, group, quick_users, send, sync_all
 from tests.support import Api, Stack
 

@@ -62,7 +62,7 @@ async def test_a_large_audience_is_split_into_pushes_seen_locally_and_on_redis(
     items = [InboxItem(u, u * 3, MESSAGE) for u in range(1, recipients + 1)]
     local: list[tuple[Targets, str]] = []
     pushes = Pushes(redis)
-    pushes.deliver_locally("node-a", lambda targets, text: local.append((targets, text)))
+    pushes.push_locally("node-a", lambda targets, text: local.append((targets, text)))
     pubsub = redis.pubsub()
     await pubsub.subscribe(PUSH_CHANNEL)
     try:

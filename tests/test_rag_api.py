@@ -16,8 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatee.db import create_engine, session_factory
+from chatee.devtools.llm_server import LLMServerThread
 from chatee.models import KbChunk, Message
-from tests.llm_server import LLMServerThread
 from tests.support import Api
 
 CORPUS = Path(__file__).parent / "data" / "rag"

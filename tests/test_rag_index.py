@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from chatee.config import Rag, Settings
 from chatee.db import create_engine, session_factory
+from chatee.devtools.llm_server import LLMServerThread
 from chatee.ids import new_id
 from chatee.llm import ClientPool
 from chatee.models import KbChunk, KbDocument, KnowledgeBase
@@ -25,7 +26,6 @@ from chatee.rag.embed import embed_texts
 from chatee.rag.index import SearchParams, lexical_search
 from chatee.rag.parse import media_type_for
 from chatee.rag.search import Retriever
-from tests.llm_server import LLMServerThread
 
 CORPUS = Path(__file__).parent / "data" / "rag"
 RAG = Rag(chunk_size=300, chunk_overlap=60, embed_batch_size=8)
@@ -218,7 +218,7 @@ async def test_deleting_a_document_drops_it_from_both_indexes(
 
 
 def _unit(client: AsyncOpenAI) -> np.ndarray:
-    from tests.llm_server import EMBEDDING_DIMENSIONS
+    from chatee.devtools.llm_server import EMBEDDING_DIMENSIONS
 
     vector = np.ones(EMBEDDING_DIMENSIONS, dtype=np.float32)
     return vector / np.linalg.norm(vector)

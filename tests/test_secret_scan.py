@@ -20,8 +20,8 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
+from chatee.devtools.llm_server import LLMServerThread
 from chatee.mcp import tool_name
-from tests.llm_server import LLMServerThread
 from tests.messaging_support import WsClient
 from tests.support import Api, Stack
 

@@ -10,8 +10,9 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from tests.llm_server import LLMServerThread
+from chatee.devtools.llm_server import LLMServerThread
 from tests.support import Api, Stack, completes
+from workflows.names import SEND_MESSAGE_UPDATE, STATE_QUERY
 from workflows.types import SendMessage
 
 
@@ -60,7 +61,7 @@ async def test_queued_turns_survive_continue_as_new(
         handle = temporal_client.get_workflow_handle(session["workflow_id"])
         desc = await handle.describe()
         assert desc.run_id != first_run  # it did continue as new
-        state = await handle.query("state")
+        state = await handle.query(STATE_QUERY)
         assert state["turns_completed"] == 5 and state["queue_length"] == 0
         history = await handle.fetch_history()
         assert len(history.events) < 60  # this run holds at most two turns
@@ -75,10 +76,10 @@ async def test_resent_update_is_not_a_second_turn(user: Api, temporal_client: Cl
     handle = temporal_client.get_workflow_handle(session["workflow_id"])
     resend = SendMessage(turn_id=accepted["turn_id"], message_id=accepted["message_id"])
     # a different update id, as after an API crash: the actor still knows the turn
-    again = await handle.execute_update("send_message", resend, id=f"retry-{uuid.uuid4()}")
+    again = await handle.execute_update(SEND_MESSAGE_UPDATE, resend, id=f"retry-{uuid.uuid4()}")
     assert again == accepted["turn_id"]
     await user.events(session["id"], until="turn.completed", after="0")
     await asyncio.sleep(0.5)
-    state = await handle.query("state")
+    state = await handle.query(STATE_QUERY)
     assert state["turns_completed"] == 1 and state["queue_length"] == 0
     assert [m["role"] for m in await user.messages(session["id"])] == ["assistant", "user"]

@@ -8,7 +8,7 @@ import uuid
 
 from temporalio.client import Client
 
-from tests.llm_server import LLMServerThread
+from chatee.devtools.llm_server import LLMServerThread
 from tests.support import Api
 
 

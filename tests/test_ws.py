@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.llm_server import LLMServerThread
+from chatee.devtools.llm_server import LLMServerThread
 from tests.messaging_support import RawSocketClient, WsClient, group, quick_users, send, sync_all
 from tests.support import Api, Stack
 

@@ -16,6 +16,7 @@ from collections import deque
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
+from workflows import names
 from workflows.executor import ChainExecutor, TurnContext
 from workflows.types import (
     CancelTurn,
@@ -30,7 +31,7 @@ RECENT_TURN_IDS = 500
 INTERRUPTING = {"interrupt": "interrupted", "rollback": "rolled_back"}
 
 
-@workflow.defn(name="AgentSession")
+@workflow.defn(name=names.SESSION_WORKFLOW)
 class AgentSession:
     @workflow.init
     def __init__(self, start: SessionInput) -> None:
@@ -93,7 +94,7 @@ class AgentSession:
             running.ctx.cancel_reason = reason
             self._turn_task.cancel()
 
-    @workflow.update(name="send_message")
+    @workflow.update(name=names.SEND_MESSAGE_UPDATE)
     def send_message(self, message: SendMessage) -> str:
         if message.turn_id in self._recent:  # a resent update is not a second turn
             return message.turn_id
@@ -112,21 +113,21 @@ class AgentSession:
         if message.double_texting == "reject" and (self._executor or self._queue):
             raise ApplicationError("the agent is still answering", type="SessionBusy")
 
-    @workflow.signal(name="cancel_turn")
+    @workflow.signal(name=names.CANCEL_TURN_SIGNAL)
     def cancel_turn(self, request: CancelTurn) -> None:
         running = self._executor
         if running and request.turn_id in (None, running.ctx.turn_id):
             self._cancel_running(request.reason)
 
-    @workflow.signal(name="human_reply")
+    @workflow.signal(name=names.HUMAN_REPLY_SIGNAL)
     def human_reply(self, reply: HumanReply) -> None:
         self._human_replies[reply.request_id] = reply
 
-    @workflow.signal(name="close")
+    @workflow.signal(name=names.CLOSE_SIGNAL)
     def close(self) -> None:
         self._closing = True
 
-    @workflow.query(name="state")
+    @workflow.query(name=names.STATE_QUERY)
     def state(self) -> SessionState:
         running = self._executor
         waiting = running.ctx.waiting_for[0] if running and running.ctx.waiting_for else None

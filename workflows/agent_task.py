@@ -5,14 +5,12 @@ caller's; cancelling the caller's turn cancels it."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
-from workflows.executor import ChainExecutor, TurnContext
+from workflows import names
+from workflows.executor import ChainExecutor, TurnContext, run_activity
 from workflows.types import (
-    MESSAGES_QUEUE,
     AgentTaskInput,
     AgentTaskResult,
     HumanReply,
@@ -20,23 +18,19 @@ from workflows.types import (
 )
 
 
-@workflow.defn(name="AgentTask")
+@workflow.defn(name=names.TASK_WORKFLOW)
 class AgentTask:
     def __init__(self) -> None:
         self._human_replies: dict[str, HumanReply] = {}
 
     @workflow.run
     async def run(self, task: AgentTaskInput) -> AgentTaskResult:
-        session = await workflow.execute_activity(
-            "PrepareAgentTask",
+        session: TaskSession = await run_activity(
+            names.PREPARE_AGENT_TASK,
             task,
-            result_type=TaskSession,
-            task_queue=MESSAGES_QUEUE,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=RetryPolicy(
-                maximum_interval=timedelta(seconds=10), non_retryable_error_types=["AgentNotFound"]
-            ),
-            summary=f"prepare a task for agent {task.agent_id}",
+            task.options,
+            f"prepare a task for agent {task.agent_id}",
+            TaskSession,
         )
         ctx = TurnContext(
             session_id=session.session_id,
@@ -52,6 +46,6 @@ class AgentTask:
             raise asyncio.CancelledError
         return AgentTaskResult(session.session_id, outcome.message_id, outcome.status)
 
-    @workflow.signal(name="human_reply")
+    @workflow.signal(name=names.HUMAN_REPLY_SIGNAL)
     def human_reply(self, reply: HumanReply) -> None:
         self._human_replies[reply.request_id] = reply

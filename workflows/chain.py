@@ -34,8 +34,6 @@ ACTION_TYPES = (
     AG_MEMORY_STORE,
 )
 
-DEFAULT_CHAIN: list[Any] = [AG_SELF_GEN]
-
 
 @dataclass
 class Action:
@@ -151,7 +149,11 @@ class ChainBuilder:
         self._actions: list[Action] = []
 
     def _add(self, kind: str, **params: Any) -> ChainBuilder:
-        self._actions.append(Action(kind, {k: v for k, v in params.items() if v is not None}))
+        return self.step(kind, **{k: v for k, v in params.items() if v is not None})
+
+    def step(self, kind: str, **params: Any) -> ChainBuilder:
+        """Any action, with its parameters exactly as given."""
+        self._actions.append(Action(kind, params))
         return self
 
     def accept(self, text: str | None = None) -> ChainBuilder:
@@ -211,4 +213,13 @@ class ChainBuilder:
         return to_template(self._actions)
 
     def build(self) -> list[Action]:
+        """The actions, validated as a template would be."""
         return parse_chain(self.template())
+
+    def actions(self) -> list[Action]:
+        """The actions as added, unvalidated: for the steps the executor inserts mid-turn,
+        which carry parameters of its own (`tool_call_id`, `approval_for`, `round`…)."""
+        return list(self._actions)
+
+
+DEFAULT_CHAIN: list[Any] = ChainBuilder().self_gen().template()

@@ -3,6 +3,21 @@
 Each action type maps to a handler. Handlers run activities (every side effect lives there),
 child workflows, or durable waits; they may insert steps (tool calls, a decision's branch) or
 stop the chain (a refusal). Step status and timing are kept for the `state` query.
+
+Every activity a turn runs starts in `run_activity`, with the options of its kind from the
+table below (`KINDS` names the kind of each activity, `presets` says how each kind runs).
+
+How a turn ends — the `complete_turn` / `turn_completed` handshake: every turn is recorded
+once and publishes exactly one final event (`turn.completed` or `turn.failed`), normally by the
+`FinishTurn` activity the executor runs after the last step. When the last step itself stores
+the reply, its activity finishes the turn at once instead, so clients see `turn.completed` as
+soon as the reply exists rather than one activity later: the executor sends that step
+`complete_turn=True`, the activity records the turn after storing the reply and answers
+`turn_completed=True`, and the executor then skips its own `FinishTurn`. A step that turns out
+not to be the last (the model asked for tools, so steps are inserted after it) leaves the turn
+open and answers False; the step inserted last gets `complete_turn` instead. A failed or
+cancelled turn is always finished by the executor. Finishing is idempotent per turn (once key
+`<turn>:end`), so a retried activity never ends a turn twice.
 """
 
 from __future__ import annotations
@@ -23,6 +38,7 @@ from temporalio.exceptions import (
 )
 from temporalio.workflow import ActivityCancellationType, ParentClosePolicy
 
+from workflows import names
 from workflows.chain import (
     AG_ACCEPT,
     AG_CALL_AG,
@@ -35,14 +51,11 @@ from workflows.chain import (
     AG_SELF_GEN,
     AG_USE_MCP,
     Action,
+    ChainBuilder,
     parse_chain,
 )
+from workflows.events import HUMAN_REQUEST, STEP_STARTED, TURN_STARTED
 from workflows.types import (
-    AGENTS_QUEUE,
-    LLM_QUEUE,
-    MESSAGES_QUEUE,
-    RAG_QUEUE,
-    TOOLS_QUEUE,
     AgentTaskInput,
     AgentTaskResult,
     FinishTurnInput,
@@ -59,10 +72,117 @@ from workflows.types import (
 
 NON_RETRYABLE = ["LLMNotConfigured", "AgentNotFound", "ProviderRejected", "BadChain"]
 DEFAULT_HUMAN_TIMEOUT = 24 * 3600
+
+# -- how each activity of a turn runs -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Where one kind of activity runs, how long an attempt may take, how it is retried."""
+
+    task_queue: str | None  # None: a local activity, run by the workflow's own worker
+    start_to_close: timedelta
+    retry: RetryPolicy | None = None  # None: Temporal's default policy
+    heartbeat: timedelta | None = None
+    # wait for the activity to stop, so a cancelled turn never stores a reply afterwards
+    wait_for_cancel: bool = False
+
+
 SHORT = timedelta(seconds=30)
+STEP = timedelta(seconds=120)
 QUICK_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=10), non_retryable_error_types=NON_RETRYABLE
 )
+
+
+def presets(opts: TurnOptions) -> dict[str, Preset]:
+    """Every kind of activity a turn runs. An LLM step's limits are the API's config."""
+    return {
+        "llm": Preset(
+            names.LLM_QUEUE,
+            timedelta(seconds=opts.llm_start_to_close_seconds),
+            RetryPolicy(
+                initial_interval=timedelta(seconds=1),
+                maximum_interval=timedelta(seconds=30),
+                maximum_attempts=opts.llm_max_attempts,
+                non_retryable_error_types=NON_RETRYABLE,
+            ),
+            heartbeat=timedelta(seconds=opts.llm_heartbeat_seconds),
+            wait_for_cancel=True,
+        ),
+        "tool": Preset(
+            names.TOOLS_QUEUE,
+            timedelta(seconds=300),
+            QUICK_RETRY,
+            heartbeat=timedelta(seconds=60),
+            wait_for_cancel=True,
+        ),
+        "rag": Preset(names.RAG_QUEUE, STEP, QUICK_RETRY),
+        "memory": Preset(names.RAG_QUEUE, STEP, QUICK_RETRY),
+        "messages": Preset(names.MESSAGES_QUEUE, STEP, QUICK_RETRY),
+        "task": Preset(
+            names.MESSAGES_QUEUE,
+            SHORT,
+            RetryPolicy(
+                maximum_interval=timedelta(seconds=10), non_retryable_error_types=["AgentNotFound"]
+            ),
+        ),
+        "finish": Preset(
+            names.MESSAGES_QUEUE, SHORT, RetryPolicy(maximum_interval=timedelta(seconds=10))
+        ),
+        "event": Preset(None, timedelta(seconds=10)),  # workflow-decided events, e.g. human.request
+    }
+
+
+# the kind of every activity AgentSession and AgentTask run (they run no other)
+KINDS: dict[str, str] = {
+    names.GENERATE_REPLY: "llm",
+    names.DECIDE_OPTION: "llm",
+    names.CALL_MCP_TOOL: "tool",
+    names.RETRIEVE: "rag",
+    names.LOAD_MEMORY: "memory",
+    names.STORE_MEMORY: "memory",
+    names.STORE_REPLY: "messages",
+    names.STORE_TOOL_RESULT: "messages",
+    names.RECORD_HUMAN_REPLY: "messages",
+    names.PREPARE_AGENT_TASK: "task",
+    names.FINISH_TURN: "finish",
+    names.PUBLISH_TURN_EVENT: "event",
+}
+
+
+async def run_activity(
+    name: str, arg: Any, opts: TurnOptions, summary: str, result_type: type | None = None
+) -> Any:
+    """Run one of a turn's activities with the options of its kind."""
+    preset = presets(opts)[KINDS[name]]
+    if preset.task_queue is None:
+        return await workflow.execute_local_activity(
+            name,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=preset.start_to_close,
+            retry_policy=preset.retry,
+            summary=summary,
+        )
+    return await workflow.execute_activity(
+        name,
+        arg,
+        result_type=result_type,
+        task_queue=preset.task_queue,
+        start_to_close_timeout=preset.start_to_close,
+        heartbeat_timeout=preset.heartbeat,
+        retry_policy=preset.retry,
+        cancellation_type=(
+            ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+            if preset.wait_for_cancel
+            else ActivityCancellationType.TRY_CANCEL
+        ),
+        summary=summary,
+    )
+
+
+# -- the executor ---------------------------------------------------------------------------
 
 
 class TurnFailed(Exception):
@@ -119,16 +239,17 @@ class ChainExecutor:
             AG_USE_MCP: self._use_mcp,
             AG_CALL_AG: self._call_agent,
             AG_CALL_HUMAN: self._call_human,
-            AG_RAG: self._step_activity("Retrieve", RAG_QUEUE),
-            AG_MEMORY_LOAD: self._step_activity("LoadMemory", RAG_QUEUE),
-            AG_MEMORY_STORE: self._step_activity("StoreMemory", RAG_QUEUE),
+            AG_RAG: self._step_activity(names.RETRIEVE),
+            AG_MEMORY_LOAD: self._step_activity(names.LOAD_MEMORY),
+            AG_MEMORY_STORE: self._step_activity(names.STORE_MEMORY),
         }
 
     # -- the loop ---------------------------------------------------------------------------
 
     async def run(self) -> FinishTurnInput:
         """Run every step; always returns how the turn ended (it never raises, even when
-        cancelled — cancellation is recorded as the outcome)."""
+        cancelled — cancellation is recorded as the outcome). Only the last step's
+        `turn_completed` counts: see the handshake in the module docstring."""
         reply: str | None = None
         completed_by_step = False
         i = 0
@@ -206,24 +327,22 @@ class ChainExecutor:
         if result.status != "completed":
             self.turn.status = result.status
         # FinishTurn also closes any tool call left without a result, so the record stays whole
-        await workflow.execute_activity(
-            "FinishTurn",
+        await run_activity(
+            names.FINISH_TURN,
             result,
-            task_queue=MESSAGES_QUEUE,
-            start_to_close_timeout=SHORT,
-            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
-            summary=f"turn {result.turn_id}: {result.status}",
+            self.ctx.options,
+            f"turn {result.turn_id}: {result.status}",
         )
         return result
 
     # -- handlers ---------------------------------------------------------------------------
 
     async def _accept(self, action: Action, step: StepState, last: bool) -> Outcome:
-        result = await self._run_step("StoreReply", MESSAGES_QUEUE, action, step, last)
+        result = await self._run_step(names.STORE_REPLY, action, step, last)
         return Outcome(result.summary, result.message_id, turn_completed=result.turn_completed)
 
     async def _refuse(self, action: Action, step: StepState, last: bool) -> Outcome:
-        result = await self._run_step("StoreReply", MESSAGES_QUEUE, action, step, True)
+        result = await self._run_step(names.STORE_REPLY, action, step, True)
         return Outcome(result.summary, result.message_id, stop=True, turn_completed=True)
 
     async def _self_gen(self, action: Action, step: StepState, last: bool) -> Outcome:
@@ -240,48 +359,46 @@ class ChainExecutor:
                 result.usage,
                 turn_completed=result.turn_completed,
             )
-        inserted: list[Action] = []
+        # the tool round: each call (after a human's approval, if its policy asks for one),
+        # then the same step again with the results
+        then = ChainBuilder()
         for call in result.tool_calls:
             if call.policy == "approve":
-                inserted.append(
-                    Action(
-                        AG_CALL_HUMAN,
-                        {"prompt": f"Allow the tool {call.name}? Reply yes or no.",
-                         "approval_for": call.id},
-                    )
-                )  # fmt: skip
-            inserted.append(
-                Action(
-                    AG_USE_MCP,
-                    {
-                        "tool_call_id": call.id,
-                        "assistant_message_id": result.message_id,
-                        "server_id": call.server_id,
-                        "tool": call.tool,
-                        "name": call.name,
-                        "policy": call.policy,
-                    },
+                then.step(
+                    AG_CALL_HUMAN,
+                    prompt=f"Allow the tool {call.name}? Reply yes or no.",
+                    approval_for=call.id,
                 )
+            then.step(
+                AG_USE_MCP,
+                tool_call_id=call.id,
+                assistant_message_id=result.message_id,
+                server_id=call.server_id,
+                tool=call.tool,
+                name=call.name,
+                policy=call.policy,
             )
         follow_up = {k: v for k, v in action.params.items() if k != "round"}
-        inserted.append(Action(AG_SELF_GEN, {**follow_up, "round": tool_round + 1}))
-        names = ", ".join(c.name for c in result.tool_calls)
-        return Outcome(f"asked for tools: {names}", None, result.usage, insert=inserted)
+        then.step(AG_SELF_GEN, **follow_up, round=tool_round + 1)
+        asked = ", ".join(c.name for c in result.tool_calls)
+        return Outcome(f"asked for tools: {asked}", None, result.usage, insert=then.actions())
 
     async def _generate(self, inp: StepInput) -> StepResult:
         try:
-            return await self._llm("GenerateReply", inp, "generate reply")
+            return await self._activity(names.GENERATE_REPLY, inp, "generate reply")
         except ActivityError as err:
             fallback = self.ctx.options.fallback_provider
             if not fallback or describe(err)[0] in NON_RETRYABLE:
                 raise
         # the first provider kept failing: same step, second provider; clients drop partial text
         inp.provider, inp.model, inp.failover = fallback, self.ctx.options.fallback_model, True
-        return await self._llm("GenerateReply", inp, f"generate reply (failover to {fallback})")
+        return await self._activity(
+            names.GENERATE_REPLY, inp, f"generate reply (failover to {fallback})"
+        )
 
     async def _self_decide(self, action: Action, step: StepState, last: bool) -> Outcome:
         inp = self._input(action, step, last=False)
-        result = await self._llm("DecideOption", inp, "decide")
+        result = await self._activity(names.DECIDE_OPTION, inp, "decide")
         branch = action.params.get("branches", {}).get(result.choice or "", [])
         return Outcome(
             f"chose {result.choice}",
@@ -302,9 +419,7 @@ class ChainExecutor:
             }.get(params.get("policy", ""), f"a human declined the tool {params.get('name')}")
             inp = self._input(action, step, last=False)
             inp.params = {"tool_call_id": call_id, "error": reason}
-            result = await self._run_activity(
-                "StoreToolResult", MESSAGES_QUEUE, inp, "record refused tool call"
-            )
+            result = await self._activity(names.STORE_TOOL_RESULT, inp, "record refused tool call")
             return Outcome(result.summary)
         call = ToolCallInput(
             session_id=self.ctx.session_id,
@@ -319,16 +434,12 @@ class ChainExecutor:
             arguments=params.get("arguments") if "tool_call_id" not in params else None,
             start_turn=self._take_start(),
         )
-        result = await workflow.execute_activity(
-            "CallMcpTool",
+        result = await run_activity(
+            names.CALL_MCP_TOOL,
             call,
-            result_type=ToolCallResult,
-            task_queue=TOOLS_QUEUE,
-            start_to_close_timeout=timedelta(seconds=300),
-            heartbeat_timeout=timedelta(seconds=60),
-            retry_policy=QUICK_RETRY,
-            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            summary=f"turn {self.ctx.turn_id} step {step.index}: tool {params.get('name', '')}",
+            self.ctx.options,
+            f"turn {self.ctx.turn_id} step {step.index}: tool {params.get('name', '')}",
+            ToolCallResult,
         )
         return Outcome(result.summary)
 
@@ -344,11 +455,11 @@ class ChainExecutor:
             options=self.ctx.options,
         )
         answer = await workflow.execute_child_workflow(
-            "AgentTask",
+            names.TASK_WORKFLOW,
             task,
             result_type=AgentTaskResult,
-            id=f"task-{self.ctx.turn_id}-{step.index}",
-            task_queue=AGENTS_QUEUE,
+            id=names.task_workflow_id(self.ctx.turn_id, step.index),
+            task_queue=names.AGENTS_QUEUE,
             parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
             static_summary=f"task for agent {task.agent_id} from session {self.ctx.session_id}",
         )
@@ -359,9 +470,7 @@ class ChainExecutor:
             )
         inp = self._input(action, step, last)
         inp.params = {"copy_message_id": answer.message_id, "as_reply": last}
-        result = await self._run_activity(
-            "StoreReply", MESSAGES_QUEUE, inp, "store the other agent's answer"
-        )
+        result = await self._activity(names.STORE_REPLY, inp, "store the other agent's answer")
         return Outcome(
             result.summary,
             result.message_id if last else None,
@@ -374,7 +483,7 @@ class ChainExecutor:
         prompt = action.params.get("prompt") or "The agent needs your input to continue."
         await self._announce(step)
         await self._event(
-            "human.request",
+            HUMAN_REQUEST,
             {
                 "request_id": request_id,
                 "step": step.index,
@@ -401,16 +510,14 @@ class ChainExecutor:
         reply = self.ctx.human_replies.pop(request_id)
         inp = self._input(action, step, last=False)
         inp.params = {"reply_message_id": reply.message_id, **action.params}
-        result = await self._run_activity(
-            "RecordHumanReply", MESSAGES_QUEUE, inp, "record human reply"
-        )
+        result = await self._activity(names.RECORD_HUMAN_REPLY, inp, "record human reply")
         if "approval_for" in action.params:
             self._approvals[action.params["approval_for"]] = result.choice == "approved"
         return Outcome(result.summary)
 
-    def _step_activity(self, name: str, queue: str) -> Handler:
+    def _step_activity(self, name: str) -> Handler:
         async def handler(action: Action, step: StepState, last: bool) -> Outcome:
-            result = await self._run_step(name, queue, action, step, last)
+            result = await self._run_step(name, action, step, last)
             return Outcome(result.summary, result.message_id, result.usage)
 
         return handler
@@ -435,59 +542,27 @@ class ChainExecutor:
         first, self._started = not self._started, True
         return first
 
-    async def _run_step(
-        self, name: str, queue: str, action: Action, step: StepState, last: bool
-    ) -> StepResult:
-        return await self._run_activity(name, queue, self._input(action, step, last), action.type)
+    async def _run_step(self, name: str, action: Action, step: StepState, last: bool) -> StepResult:
+        return await self._activity(name, self._input(action, step, last), action.type)
 
-    async def _run_activity(self, name: str, queue: str, inp: StepInput, what: str) -> StepResult:
-        return await workflow.execute_activity(
-            name,
-            inp,
-            result_type=StepResult,
-            task_queue=queue,
-            start_to_close_timeout=timedelta(seconds=120),
-            retry_policy=QUICK_RETRY,
-            summary=f"turn {inp.turn_id} step {inp.step}: {what}",
-        )
-
-    async def _llm(self, name: str, inp: StepInput, what: str) -> StepResult:
-        opts = self.ctx.options
-        return await workflow.execute_activity(
-            name,
-            inp,
-            result_type=StepResult,
-            task_queue=LLM_QUEUE,
-            start_to_close_timeout=timedelta(seconds=opts.llm_start_to_close_seconds),
-            heartbeat_timeout=timedelta(seconds=opts.llm_heartbeat_seconds),
-            retry_policy=RetryPolicy(
-                initial_interval=timedelta(seconds=1),
-                maximum_interval=timedelta(seconds=30),
-                maximum_attempts=opts.llm_max_attempts,
-                non_retryable_error_types=NON_RETRYABLE,
-            ),
-            # wait for the activity to stop, so a cancelled turn never stores a reply afterwards
-            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            summary=f"turn {inp.turn_id} step {inp.step}: {what}",
-        )
+    async def _activity(self, name: str, inp: StepInput, what: str) -> StepResult:
+        """A step activity: a StepInput in, a StepResult out."""
+        summary = f"turn {inp.turn_id} step {inp.step}: {what}"
+        return await run_activity(name, inp, self.ctx.options, summary, StepResult)
 
     async def _announce(self, step: StepState) -> None:
         """turn.started / step.started for steps that run no step activity of their own."""
         if self._take_start():
-            await self._event("turn.started", {}, f"{self.ctx.turn_id}:started")
+            await self._event(TURN_STARTED, {}, f"{self.ctx.turn_id}:started")
         await self._event(
-            "step.started",
+            STEP_STARTED,
             {"step": step.index, "action": step.action},
             f"{self.ctx.turn_id}:{step.index}:started",
         )
 
     async def _event(self, name: str, data: dict[str, Any], once_key: str) -> None:
-        await workflow.execute_local_activity(
-            "PublishTurnEvent",
-            TurnEvent(self.ctx.session_id, self.ctx.turn_id, name, data, once_key),
-            start_to_close_timeout=timedelta(seconds=10),
-            summary=name,
-        )
+        event = TurnEvent(self.ctx.session_id, self.ctx.turn_id, name, data, once_key)
+        await run_activity(names.PUBLISH_TURN_EVENT, event, self.ctx.options, name)
 
     def _new_step(self, action: Action) -> StepState:
         step = StepState(self._next_index, action.type)

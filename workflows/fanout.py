@@ -21,16 +21,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
-FANOUT_WORKFLOW = "MessageFanout"
-RELAY_WORKFLOW = "AgentReplyRelay"
-
-
-def fanout_workflow_id(message_id: int | str) -> str:
-    return f"fanout-{message_id}"
-
-
-def relay_workflow_id(turn_id: int | str) -> str:
-    return f"relay-{turn_id}"
+from workflows import names
 
 
 @dataclass
@@ -92,7 +83,7 @@ _RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=tim
 async def fan_out(inp: FanoutInput) -> int:
     """Plan, deliver every batch, mark the message fanned out. Returns entries written."""
     plan: FanoutPlan = await workflow.execute_activity(
-        "PlanFanout",
+        names.PLAN_FANOUT,
         inp,
         result_type=FanoutPlan,
         start_to_close_timeout=timedelta(seconds=30),
@@ -109,7 +100,7 @@ async def fan_out(inp: FanoutInput) -> int:
             results = await asyncio.gather(
                 *(
                     workflow.execute_activity(
-                        "DeliverBatch",
+                        names.DELIVER_BATCH,
                         batch,
                         result_type=int,
                         start_to_close_timeout=timedelta(seconds=60),
@@ -121,7 +112,7 @@ async def fan_out(inp: FanoutInput) -> int:
             )
             delivered += sum(results)
     await workflow.execute_activity(
-        "FinishFanout",
+        names.FINISH_FANOUT,
         inp.message_id,
         start_to_close_timeout=timedelta(seconds=30),
         retry_policy=_RETRY,
@@ -129,19 +120,19 @@ async def fan_out(inp: FanoutInput) -> int:
     return delivered
 
 
-@workflow.defn(name=FANOUT_WORKFLOW)
+@workflow.defn(name=names.FANOUT_WORKFLOW)
 class MessageFanout:
     @workflow.run
     async def run(self, inp: FanoutInput) -> int:
         return await fan_out(inp)
 
 
-@workflow.defn(name=RELAY_WORKFLOW)
+@workflow.defn(name=names.RELAY_WORKFLOW)
 class AgentReplyRelay:
     @workflow.run
     async def run(self, inp: RelayInput) -> str | None:
         outcome: RelayOutcome = await workflow.execute_activity(
-            "RelayAgentTurn",
+            names.RELAY_AGENT_TURN,
             inp,
             result_type=RelayOutcome,
             start_to_close_timeout=timedelta(hours=1),
@@ -152,7 +143,7 @@ class AgentReplyRelay:
         if outcome.status != "completed" or outcome.reply_message_id is None:
             return None
         posted: str | None = await workflow.execute_activity(
-            "PostAgentReply",
+            names.POST_AGENT_REPLY,
             PostReplyInput(
                 inp.conversation_id,
                 inp.agent_id,

@@ -18,12 +18,9 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
-INGEST_WORKFLOW = "IngestDocument"
+from workflows import names
+
 PERMANENT = ["UnreadableDocument", "EmbeddingRejected", "Superseded", "LLMNotConfigured"]
-
-
-def ingest_workflow_id(document_id: int | str) -> str:
-    return f"ingest-{document_id}"
 
 
 @dataclass
@@ -51,7 +48,7 @@ class IngestResult:
     error: str | None = None
 
 
-@workflow.defn(name=INGEST_WORKFLOW)
+@workflow.defn(name=names.INGEST_WORKFLOW)
 class IngestDocument:
     @workflow.run
     async def run(self, inp: IngestInput) -> IngestResult:
@@ -66,7 +63,7 @@ class IngestDocument:
         chunks = 0
         try:
             chunks = await workflow.execute_activity(
-                "PrepareDocument",
+                names.PREPARE_DOCUMENT,
                 step,
                 result_type=int,
                 start_to_close_timeout=timedelta(minutes=5),
@@ -76,7 +73,7 @@ class IngestDocument:
             for start in range(0, chunks, inp.batch_size):
                 end = min(start + inp.batch_size, chunks)
                 await workflow.execute_activity(
-                    "EmbedChunks",
+                    names.EMBED_CHUNKS,
                     DocumentStep(inp.document_id, inp.version, start, end),
                     result_type=int,
                     start_to_close_timeout=timedelta(minutes=5),
@@ -97,7 +94,7 @@ class IngestDocument:
     ) -> None:
         try:
             await workflow.execute_activity(
-                "FinishDocument",
+                names.FINISH_DOCUMENT,
                 DocumentStep(step.document_id, step.version, status=status, error=error),
                 start_to_close_timeout=timedelta(seconds=60),
                 retry_policy=RetryPolicy(

@@ -1,4 +1,5 @@
-"""Names and dataclasses shared by the workflows, the activities and the API.
+"""Dataclasses shared by the workflows, the activities and the API (the names they go by are
+in workflows/names.py).
 
 Ids travel as strings: 64-bit snowflakes do not survive a JavaScript number (Temporal UI).
 Payloads hold ids and short results only — bodies live in the message store (claim-check).
@@ -9,17 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-AGENTS_QUEUE = "chatee-agents"
-LLM_QUEUE = "chatee-llm"
-TOOLS_QUEUE = "chatee-tools"
-RAG_QUEUE = "chatee-rag"
-MESSAGES_QUEUE = "chatee-messages"
-
-SEARCH_ATTRIBUTES = ("ChateeAgentId", "ChateeUserId", "ChateeSessionId")
-
-
-def session_workflow_id(session_id: int | str) -> str:
-    return f"session-{session_id}"
+from workflows.chain import DEFAULT_CHAIN
 
 
 @dataclass
@@ -39,7 +30,7 @@ class TurnOptions:
 class PendingTurn:
     turn_id: str
     message_id: str
-    chain: list[Any] = field(default_factory=lambda: ["AG_SELF_GEN"])
+    chain: list[Any] = field(default_factory=lambda: list(DEFAULT_CHAIN))
 
 
 @dataclass
@@ -59,7 +50,7 @@ class SendMessage:
     turn_id: str
     message_id: str
     double_texting: str = "queue"  # the agent's policy when this message was sent
-    chain: list[Any] = field(default_factory=lambda: ["AG_SELF_GEN"])  # the agent's template
+    chain: list[Any] = field(default_factory=lambda: list(DEFAULT_CHAIN))  # the agent's template
 
 
 @dataclass

@@ -12,23 +12,31 @@ from collections import deque
 from collections.abc import Awaitable, Coroutine, Generator
 from dataclasses import asdict
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from fastapi import WebSocket
 from starlette.websockets import WebSocketState
 
 from api.deps import Principal
+from chatee.config import Messaging
 from chatee.logging import get_logger
 from chatee.messaging.fanout import new_message_frame
-
-if TYPE_CHECKING:
-    from api.ws.hub import Hub
+from chatee.messaging.service import Messenger
+from chatee.services import Services
 
 log = get_logger(__name__)
 
 UNAUTHORIZED = 4401  # close codes: the token is missing, invalid or revoked
 TRY_AGAIN_LATER = 1013  # a dependency is away; the token may be fine
 FILL_PAGE = 200
+
+
+class Owner(Protocol):
+    """What a connection needs of the hub that holds it (`api.ws.hub.Hub`)."""
+
+    svc: Services
+    messenger: Messenger
+    knobs: Messaging
 
 
 class Connection:
@@ -43,7 +51,7 @@ class Connection:
         "syncing", "filling", "closed", "tasks", "writer",
     )  # fmt: skip
 
-    def __init__(self, hub: Hub, ws: WebSocket, principal: Principal) -> None:
+    def __init__(self, hub: Owner, ws: WebSocket, principal: Principal) -> None:
         self.id = uuid.uuid4().hex
         self.hub = hub
         self.ws = ws

@@ -13,10 +13,10 @@ from api.ws.connection import echo_ref
 from chatee import agent_sessions
 from chatee.bus import Event
 from chatee.errors import ChateeError, NotFound, Unavailable, not_found
-from chatee.events import FINAL
 from chatee.ids import parse_id
 from chatee.logging import get_logger
 from chatee.messaging import sending
+from workflows.events import FINAL
 
 if TYPE_CHECKING:
     from api.ws.connection import Connection
