@@ -15,6 +15,8 @@ from api.mcp_server import AgentsMcpServer
 from api.metrics import Observe
 from api.metrics import router as metrics_router
 from api.middleware import REQUEST_ID, RequestContext
+from api.openai import SESSION_HEADER
+from api.openai import router as openai_router
 from api.ratelimit import RateLimitByIp
 from api.routers import (
     agents,
@@ -33,7 +35,7 @@ from api.routers import (
 from api.ws import Hub
 from api.ws import router as ws_router
 from chatee import temporal
-from chatee.config import ConfigError, Settings
+from chatee.config import Settings, load_settings, require_api_secrets
 from chatee.logging import register_secret
 from chatee.messaging.cache import watch_agent_writes
 from chatee.nodes import NodeLease
@@ -41,9 +43,13 @@ from chatee.runtime import tune_for_serving
 from chatee.tracing import setup_tracing
 
 
+def app_from_config() -> FastAPI:
+    """The app `chatee api` serves (a uvicorn factory: settings from config and environment)."""
+    return create_app(load_settings())
+
+
 def create_app(settings: Settings) -> FastAPI:
-    if settings.jwt_secret is None:
-        raise ConfigError("CHATEE_JWT_SECRET is not set (chatee dev generates one for you)")
+    require_api_secrets(settings)
     for secret in (settings.jwt_secret, settings.llm_openai_api_key, settings.llm_deepseek_api_key):
         register_secret(secret.get_secret_value() if secret else None)
     setup_tracing(settings, "chatee-api")
@@ -87,8 +93,14 @@ def create_app(settings: Settings) -> FastAPI:
         allow_origins=settings.security.cors_origins,
         allow_credentials=settings.security.cors_allow_credentials,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-        allow_headers=["Authorization", "Content-Type", "Last-Event-ID", REQUEST_ID],
-        expose_headers=[REQUEST_ID, "Retry-After"],
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "Last-Event-ID",
+            REQUEST_ID,
+            SESSION_HEADER,  # the OpenAI-compatible API's session (api/openai)
+        ],
+        expose_headers=[REQUEST_ID, "Retry-After", SESSION_HEADER],
         max_age=600,
     )
     app.add_middleware(RequestContext, settings=settings)  # outermost: request id, headers
@@ -104,6 +116,7 @@ def create_app(settings: Settings) -> FastAPI:
     for router in (knowledge.router, memory.router):  # knowledge bases, RAG, memory
         app.include_router(router, prefix="/api/v1")
     app.include_router(ws_router)  # WS /ws
+    app.include_router(openai_router)  # /v1: the OpenAI-compatible API
     # the caller's agents as MCP tools (streamable HTTP, bearer JWT)
     mcp_endpoint = AgentsMcpServer(app, settings)
     app.router.add_route("/mcp", mcp_endpoint, include_in_schema=False)

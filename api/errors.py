@@ -130,9 +130,12 @@ def problem_openapi(app: FastAPI) -> None:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components["Problem"] = PROBLEM_SCHEMA
         problem = {"content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-        for operations in schema.get("paths", {}).values():
+        for path, operations in schema.get("paths", {}).items():
             for operation in operations.values():
                 responses = operation.setdefault("responses", {})
+                if path.startswith("/v1/"):  # OpenAI's error JSON: api/openai/errors.py
+                    responses.pop("422", None)
+                    continue
                 responses["422"] = {"description": "Validation error", **problem}
                 responses.setdefault("4XX", {"description": "Client error", **problem})
                 responses.setdefault("5XX", {"description": "Server error, unavailable", **problem})

@@ -337,7 +337,22 @@ def route_table() -> set[str]:
 
 # `/mcp` (the caller's agents as MCP tools) only lists and calls the caller's own agents; it is
 # checked against a foreign agent in test_the_mcp_endpoint_shows_only_your_agents.
-OTHER = {"ANY /mcp"}
+# The OpenAI-compatible `/v1` routes name resources by model (an agent) and session header,
+# resolved with the same owner checks (chatee.agents.owned_agent, agent_sessions.owned_session);
+# another user's agent or session is a 404 in OpenAI's shape: tests/test_openai_compat.py.
+OTHER = (
+    {"ANY /mcp"}
+    | {
+        f"{method} {path}"
+        for method, path in [
+            ("GET", "/v1/models"),
+            ("POST", "/v1/chat/completions"),
+            ("POST", "/v1/responses"),
+            ("GET", "/v1/responses/{response_id}"),
+        ]
+    }
+    | {f"{method} /v1/{{path:path}}" for method in ("GET", "POST", "PUT", "PATCH", "DELETE")}
+)
 
 
 def test_every_route_is_in_the_matrix() -> None:
