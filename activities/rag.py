@@ -18,7 +18,6 @@ from activities.steps import announce, complete, heartbeating
 from chatee import memory, session_store
 from chatee.models import Message
 from chatee.rag import documents
-from chatee.rag.search import Retriever
 from chatee.services import Services
 from workflows import names
 from workflows.types import StepInput, StepResult
@@ -35,7 +34,7 @@ EXTRACT_PROMPT = (
 class RagActivities:
     def __init__(self, services: Services) -> None:
         self.services = services
-        self.retriever = Retriever(services.settings, services.llm)
+        self.retriever = services.retriever
 
     @activity.defn(name=names.RETRIEVE)
     async def retrieve(self, inp: StepInput) -> StepResult:

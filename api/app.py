@@ -9,13 +9,12 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from api import errors
-from api.deps import Services
+from api.deps import SESSION_HEADER
 from api.limits import BodySizeLimit
 from api.mcp_server import AgentsMcpServer
 from api.metrics import Observe
 from api.metrics import router as metrics_router
 from api.middleware import REQUEST_ID, RequestContext
-from api.openai import SESSION_HEADER
 from api.openai import router as openai_router
 from api.ratelimit import RateLimitByIp
 from api.routers import (
@@ -40,6 +39,7 @@ from chatee.logging import register_secret
 from chatee.messaging.cache import watch_agent_writes
 from chatee.nodes import NodeLease
 from chatee.runtime import tune_for_serving
+from chatee.services import Services
 from chatee.tracing import setup_tracing
 
 

@@ -12,15 +12,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.exceptions import RedisError
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.exceptions import HTTPException
 
-from api.errors import Problem, unavailable
+from api.ratelimit import limit_user_writes
+from chatee.errors import Forbidden, Unauthorized, Unavailable
 from chatee.ids import parse_id as parse_id  # routers take it from here
 from chatee.logging import get_logger
 from chatee.messaging.service import Messenger
@@ -84,7 +84,7 @@ async def authenticate(svc: Services, token: str) -> Principal | None:
             if await svc.redis.exists(*keys):
                 return None
         except RedisError:  # cannot tell whether it was revoked: refuse to guess
-            raise unavailable("Redis") from None
+            raise Unavailable("Redis") from None
     return Principal(claims.user_id, "user", claims=claims)
 
 
@@ -102,7 +102,7 @@ async def _api_key(svc: Services, token: str) -> Principal | None:
                 await db.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
                 await db.commit()
     except SQLAlchemyError:
-        raise unavailable("the database") from None
+        raise Unavailable("the database") from None
     return Principal(key.user_id, "api_key", key_id=key.id, scopes=frozenset(key.scopes or ()))
 
 
@@ -145,13 +145,10 @@ def route_group(path: str) -> str | None:
     return SCOPE_GROUPS.get(parts[3])
 
 
-def unauthorized(detail: str) -> HTTPException:
-    return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
-
-
 _bearer = HTTPBearer(
     auto_error=False, description="access token from /auth/login, or an API key (chk_…)"
 )
+_openai_bearer = HTTPBearer(auto_error=False, description="access token or API key (chk_…, `chat`)")
 
 
 async def current_principal(
@@ -160,18 +157,44 @@ async def current_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None:
-        raise unauthorized("missing bearer token")
+        raise Unauthorized("missing bearer token")
     principal = await authenticate(svc, credentials.credentials)
     if principal is None:
-        raise unauthorized("invalid, expired or revoked token")
-    write = request.method not in READ_METHODS
-    if not principal.allows(route_group(request.url.path), write):
-        raise Problem(
-            403, "this API key's scopes do not cover this request", "/problems/insufficient-scope"
-        )
-    if write:
-        from api.ratelimit import limit_user_writes  # import here: ratelimit imports deps
+        raise Unauthorized("invalid, expired or revoked token")
+    return await admit(request, svc, principal, route_group(request.url.path))
 
+
+async def openai_caller(
+    request: Request,
+    svc: Annotated[Services, Depends(services)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_openai_bearer)],
+) -> Principal:
+    """The caller of `/v1`: the same bearer, which needs the `chat` scope, refused in OpenAI's
+    words (rendered by api/openai/errors.py)."""
+    if credentials is None:
+        raise Unauthorized(
+            "You didn't provide an API key: send an access token or a Chatee API key as "
+            "`Authorization: Bearer …`.",
+            "invalid_api_key",
+        )
+    principal = await authenticate(svc, credentials.credentials)
+    if principal is None:
+        raise Unauthorized(
+            "Incorrect API key provided (invalid, expired or revoked).", "invalid_api_key"
+        )
+    return await admit(request, svc, principal, "chat")
+
+
+async def admit(
+    request: Request, svc: Services, principal: Principal, group: str | None
+) -> Principal:
+    """What every authenticated HTTP caller passes: an API key's scopes cover the request
+    (`group`, read or write), and a write spends the per-user budget. The principal is noted
+    for the access log."""
+    write = request.method not in READ_METHODS
+    if not principal.allows(group, write):
+        raise Forbidden("this API key's scopes do not cover this request", "insufficient-scope")
+    if write:
         await limit_user_writes(request.app, svc, principal.user_id)
     request.state.principal = principal
     return principal
@@ -191,4 +214,7 @@ def messenger(svc: Svc) -> Messenger:
 Msg = Annotated[Messenger, Depends(messenger)]
 DB = Annotated[AsyncSession, Depends(db_session)]
 Caller = Annotated[Principal, Depends(current_principal)]
+OpenAICaller = Annotated[Principal, Depends(openai_caller)]
+SESSION_HEADER = "X-Chatee-Session-Id"  # the session an OpenAI-compatible call runs in
+SessionHeader = Annotated[str | None, Header(alias=SESSION_HEADER)]
 UserId = Annotated[int, Depends(current_user_id)]

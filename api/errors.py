@@ -17,19 +17,11 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError
 
-from chatee.errors import ChateeError
+from chatee.errors import ChateeError, Unavailable
 from chatee.logging import get_logger
 
 log = get_logger(__name__)
 PROBLEM = "application/problem+json"
-
-
-class Problem(Exception):
-    def __init__(self, status: int, detail: str, type_: str | None = None, **extra: Any) -> None:
-        self.status = status
-        self.detail = detail
-        self.type = type_ or _slug(status)
-        self.extra = extra
 
 
 def _slug(status: int) -> str:
@@ -68,19 +60,6 @@ def domain_response(exc: ChateeError) -> JSONResponse:
     return problem_response(exc.status, exc.detail, f"/problems/{exc.code}", headers, **exc.extra)
 
 
-def not_found(what: str) -> Problem:
-    return Problem(404, f"{what} not found")
-
-
-def unavailable(what: str) -> Problem:
-    return Problem(
-        503,
-        f"{what} is unavailable right now; retry shortly",
-        "/problems/unavailable",
-        dependency=what,
-    )
-
-
 # Driver / connection exceptions that mean "a dependency is away", not "a bug": answered 503.
 _TRANSIENT_RPC = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
 
@@ -109,13 +88,7 @@ def dependency_down(exc: BaseException) -> str | None:
 
 
 def dependency_response(name: str) -> JSONResponse:
-    return problem_response(
-        503,
-        f"{name} is unavailable right now; retry shortly",
-        "/problems/unavailable",
-        headers={"Retry-After": "2"},
-        dependency=name,
-    )
+    return domain_response(Unavailable(name))
 
 
 def problem_openapi(app: FastAPI) -> None:
@@ -164,11 +137,6 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 
 def install(app: FastAPI) -> None:
     problem_openapi(app)
-
-    @app.exception_handler(Problem)
-    async def _problem(_: Request, exc: Problem) -> JSONResponse:
-        retry = {"Retry-After": "2"} if exc.status == 503 else None  # every 503 is transient
-        return problem_response(exc.status, exc.detail, exc.type, headers=retry, **exc.extra)
 
     @app.exception_handler(ChateeError)
     async def _domain(_: Request, exc: ChateeError) -> JSONResponse:

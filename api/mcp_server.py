@@ -28,15 +28,14 @@ from sqlalchemy import select
 from starlette.types import Receive, Scope, Send
 
 from api.deps import authenticate
-from api.errors import Problem, problem_response
+from api.errors import domain_response, problem_response
 from chatee import agent_sessions
 from chatee.config import Settings
-from chatee.errors import ChateeError
+from chatee.errors import ChateeError, Unavailable
 from chatee.ids import parse_id
 from chatee.logging import get_logger
 from chatee.models import Agent
 from chatee.services import Services
-from workflows.events import TURN_COMPLETED, TURN_FAILED
 
 log = get_logger(__name__)
 
@@ -97,8 +96,8 @@ class AgentsMcpServer:
             return
         try:
             user_id = await self._authenticate(scope)
-        except Problem as exc:  # revocations cannot be checked right now
-            await problem_response(exc.status, exc.detail, exc.type)(scope, receive, send)
+        except Unavailable as exc:  # revocations cannot be checked right now
+            await domain_response(exc)(scope, receive, send)
             return
         if user_id is None:
             response = problem_response(
@@ -203,25 +202,22 @@ class AgentsMcpServer:
         try:
             async with asyncio.timeout(self.turn_timeout):
                 async for event in events:
-                    data = event.data
-                    if event.event == TURN_COMPLETED:
-                        reply = str(data.get("content") or "")
+                    ending = agent_sessions.turn_ending(event)
+                    if isinstance(ending, agent_sessions.Done):
                         return types.CallToolResult(
-                            content=[types.TextContent(type="text", text=reply)],
+                            content=[types.TextContent(type="text", text=ending.content)],
                             structured_content={
                                 "session_id": session_id,
-                                "turn_id": data.get("turn_id"),
-                                "message_id": data.get("message_id"),
-                                "reply": reply,
+                                "turn_id": str(accepted.turn_id),
+                                "message_id": ending.message_id,
+                                "reply": ending.content,
                             },
                         )
-                    if event.event == TURN_FAILED:
-                        error = data.get("error") or {}
+                    if isinstance(ending, agent_sessions.Failed):
                         return _error(
-                            f"the agent's turn failed ({error.get('type', 'error')}): "
-                            f"{error.get('message', '')}",
+                            f"the agent's turn failed ({ending.type}): {ending.message}",
                             session_id,
-                            turn_id=data.get("turn_id"),
+                            turn_id=str(accepted.turn_id),
                         )
         except TimeoutError:
             return _error(

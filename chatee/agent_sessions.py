@@ -34,7 +34,7 @@ from chatee.models import Agent, Message, Session
 from chatee.services import Services
 from workflows.agent_session import AgentSession
 from workflows.chain import DEFAULT_CHAIN
-from workflows.events import FINAL
+from workflows.events import FINAL, TURN_COMPLETED
 from workflows.names import AGENTS_QUEUE, session_workflow_id
 from workflows.types import (
     CancelTurn,
@@ -54,6 +54,21 @@ class Accepted:
     turn_id: int
     message_id: int
     after: str
+
+
+@dataclass(frozen=True)
+class Done:
+    """A turn that completed: its reply, usage and stored message."""
+
+    content: str
+    usage: dict[str, int]
+    message_id: str | None
+
+
+@dataclass(frozen=True)
+class Failed:
+    type: str
+    message: str
 
 
 def session_closed() -> Conflict:
@@ -186,10 +201,7 @@ async def submit_turn(
         agent = await db.get(Agent, session.agent_id)
         if agent is None:
             raise NotFound("agent not found")
-    after = await svc.bus.last_id(session.id)
-    message, created = await store_user_message(svc, session.id, content, client_msg_id)
-    if not created:
-        after = "0-0"
+    message, after = await store_user_message(svc, session.id, content, client_msg_id)
     try:
         await offer_turn(svc, session, agent, message)
     except (Conflict, Unavailable) as exc:
@@ -208,14 +220,17 @@ async def submit_turn(
 
 async def store_user_message(
     svc: Services, session_id: int, content: str, client_msg_id: str | None
-) -> tuple[Message, bool]:
+) -> tuple[Message, str]:
     """The one path that stores a user's message in a session: once per `client_msg_id`
-    (a resend, or a race with one, returns the first). True when this call stored it."""
+    (a resend, or a race with one, returns the first). With it, the stream id its turn's
+    events follow: the stream's end just before it was stored, or `0-0` for a message stored
+    earlier (its events may already be out)."""
     async with svc.sessionmaker() as db:
         if client_msg_id:
             existing = await session_store.message_by_client_id(db, session_id, client_msg_id)
             if existing is not None:
-                return existing, False
+                return existing, "0-0"
+        after = await svc.bus.last_id(session_id)
         message = Message(
             id=new_id(),
             session_id=session_id,
@@ -234,8 +249,8 @@ async def store_user_message(
                 raced = await session_store.message_by_client_id(db, session_id, client_msg_id)
             if raced is None:
                 raise Conflict("the message clashed with another; send it again") from None
-            return raced, False
-        return message, True
+            return raced, "0-0"
+        return message, after
 
 
 UNCONFIRMED = "turn-unconfirmed"
@@ -313,6 +328,17 @@ async def human_reply(svc: Services, session: Session, request_id: str, content:
     except RPCError:
         raise Unavailable("Temporal") from None
     return message
+
+
+def turn_ending(event: Event) -> Done | Failed | None:
+    """How a turn ended, read off its final event (None for any other event)."""
+    if event.event == TURN_COMPLETED:
+        usage = event.data.get("usage") or {}
+        return Done(event.data.get("content") or "", usage, event.data.get("message_id"))
+    if event.event in FINAL:
+        error = event.data.get("error") or {}
+        return Failed(error.get("type", "failed"), error.get("message", "the turn failed"))
+    return None
 
 
 async def turn_events(

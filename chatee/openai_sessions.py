@@ -16,16 +16,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatee import agent_sessions
-from chatee import session_store as store
-from chatee.agent_sessions import Accepted
+from chatee import agent_sessions, session_store
+from chatee.agent_sessions import Accepted, Done, Failed, turn_ending
 from chatee.agents import find_owned_agent
-from chatee.bus import Event
 from chatee.errors import Invalid, NotFound
 from chatee.ids import parse_id
 from chatee.models import Agent, Message, Session, Turn
 from chatee.services import Services
-from workflows.events import FINAL, MESSAGE_DELTA, STEP_RETRY, TURN_COMPLETED
+from workflows.events import MESSAGE_DELTA, STEP_RETRY
 
 HISTORY_ROLES = ("user", "assistant")
 CANDIDATES = 5  # sessions whose history is compared in full, newest first
@@ -52,19 +50,6 @@ class Started:
 @dataclass(frozen=True)
 class Delta:
     text: str
-
-
-@dataclass(frozen=True)
-class Done:
-    content: str
-    usage: dict[str, int]
-    message_id: str | None
-
-
-@dataclass(frozen=True)
-class Failed:
-    type: str
-    message: str
 
 
 # -- the model ----------------------------------------------------------------------------------
@@ -174,7 +159,7 @@ async def start(
     async with svc.sessionmaker() as db:
         agent = await resolve_model(db, user_id, model)
         if previous is not None:
-            session = await response_session(db, user_id, previous, "previous_response_id")
+            session, _ = await response_session(db, user_id, previous, "previous_response_id")
             named = str(session.id)
         session = await choose_session(svc, db, agent, named, earlier, text)
     return await continue_session(svc, agent, session.id, text)
@@ -207,19 +192,9 @@ async def reply(svc: Services, started: Started) -> AsyncIterator[Delta | Done |
         elif event.event == STEP_RETRY:
             attempt[event.data.get("step")] = ""
         else:
-            ending = _ending(event)
+            ending = turn_ending(event)
             if ending is not None:
                 yield ending
-
-
-def _ending(event: Event) -> Done | Failed | None:
-    if event.event == TURN_COMPLETED:
-        usage = event.data.get("usage") or {}
-        return Done(event.data.get("content") or "", usage, event.data.get("message_id"))
-    if event.event in FINAL:
-        error = event.data.get("error") or {}
-        return Failed(error.get("type", "failed"), error.get("message", "the turn failed"))
-    return None
 
 
 def usage_counts(usage: dict[str, Any]) -> tuple[int, int]:
@@ -251,30 +226,29 @@ def response_id(session_id: int, turn_id: int) -> str:
 def parse_response_id(raw: str, param: str) -> tuple[int, int]:
     prefix, _, rest = raw.partition("_")
     session, _, turn = rest.partition("_")
-    if prefix != "resp" or not (session.isdigit() and turn.isdigit()):
-        raise NotFound(f"response {raw!r} not found", param=param)
-    if len(session) > 19 or len(turn) > 19:
+    if prefix != "resp" or not all(p.isdigit() and len(p) <= 19 for p in (session, turn)):
         raise NotFound(f"response {raw!r} not found", param=param)
     return int(session), int(turn)
 
 
-async def response_session(db: AsyncSession, user_id: int, raw: str, param: str) -> Session:
-    """The caller's session that response `raw` belongs to (to continue it)."""
+async def response_session(
+    db: AsyncSession, user_id: int, raw: str, param: str
+) -> tuple[Session, int]:
+    """The caller's session that response `raw` belongs to (to continue it), and its turn."""
     session_id, turn_id = parse_response_id(raw, param)
-    session = await store.owned_session(db, user_id, session_id)
+    session = await session_store.owned_session(db, user_id, session_id)
     asked = select(Message.id).where(
         Message.session_id == session_id, Message.turn_id == turn_id, Message.role == "user"
     )
     if session is None or (await db.execute(asked.limit(1))).first() is None:
         raise NotFound(f"response {raw!r} not found", param=param)
-    return session
+    return session, turn_id
 
 
 async def find_response(svc: Services, user_id: int, raw: str) -> TurnView:
     """A response as it stands: queued or running, or how its turn ended."""
     async with svc.sessionmaker() as db:
-        session = await response_session(db, user_id, raw, "response_id")
-        _, turn_id = parse_response_id(raw, "response_id")
+        session, turn_id = await response_session(db, user_id, raw, "response_id")
         agent = await db.get(Agent, session.agent_id)
         stmt = (
             select(Message)

@@ -7,9 +7,6 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.openai import chat, errors, responses
-from api.openai.deps import SESSION_HEADER
-
-__all__ = ["SESSION_HEADER", "router"]
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 router.include_router(chat.router)

@@ -15,18 +15,18 @@ from typing import Any
 from fastapi import APIRouter, Response
 from sse_starlette import EventSourceResponse
 
-from api.deps import Svc
-from api.openai.deps import SESSION_HEADER, Caller, SessionHeader
+from api.deps import SESSION_HEADER, OpenAICaller, SessionHeader, Svc
 from api.openai.errors import ERROR_RESPONSES, OpenAIRoute, error_response, no_retry
 from api.openai.schemas import ChatCompletionIn, chat_messages
 from chatee import agents, openai_sessions
-from chatee.openai_sessions import Delta, Done, Failed, Started
+from chatee.agent_sessions import Done, Failed
+from chatee.openai_sessions import Delta, Started
 
 router = APIRouter(route_class=OpenAIRoute, responses=ERROR_RESPONSES)
 
 
 @router.get("/models")
-async def list_models(caller: Caller, svc: Svc) -> dict[str, Any]:
+async def list_models(caller: OpenAICaller, svc: Svc) -> dict[str, Any]:
     """The caller's agents: a model id is the agent's name (its id works too)."""
     async with svc.sessionmaker() as db:
         found = await agents.list_agents(db, caller.user_id)
@@ -39,7 +39,7 @@ def model_out(name: str, created: Any) -> dict[str, Any]:
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatCompletionIn, caller: Caller, svc: Svc, session_header: SessionHeader = None
+    body: ChatCompletionIn, caller: OpenAICaller, svc: Svc, session_header: SessionHeader = None
 ) -> Response:
     """The last user message runs as a turn of the session the call continues (README,
     "OpenAI-compatible API"); the answer names that session in `X-Chatee-Session-Id`."""

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from api.errors import Problem, dependency_down
+from api.errors import dependency_down
 from chatee.errors import ChateeError, NotFound
 from chatee.logging import get_logger
 
@@ -93,9 +93,6 @@ def render(request: Request, exc: Exception) -> JSONResponse:
         return _domain(exc)
     if isinstance(exc, RequestValidationError):
         return _invalid(exc)
-    if isinstance(exc, Problem):
-        retry = {"Retry-After": "2"} if exc.status == 503 else None
-        return error_response(exc.status, exc.detail, headers=retry)
     if isinstance(exc, HTTPException):
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         headers = dict(exc.headers or {})
@@ -113,7 +110,8 @@ def render(request: Request, exc: Exception) -> JSONResponse:
 
 def _domain(exc: ChateeError) -> JSONResponse:
     status = 400 if exc.status == 422 else exc.status  # OpenAI says 400 for every bad request
-    code = exc.code if exc.code not in ("validation", "not-found", "unauthorized") else None
+    generic = ("validation", "not-found", "unauthorized", "insufficient-scope")
+    code = exc.code if exc.code not in generic else None  # OpenAI's own code for the status
     headers = {"Retry-After": "2"} if status == 503 else None
     if status == 409 or exc.code == "turn-unconfirmed":
         headers = {**(headers or {}), **no_retry()}

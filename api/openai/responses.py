@@ -11,20 +11,20 @@ from typing import Any
 from fastapi import APIRouter, Response
 from sse_starlette import EventSourceResponse
 
-from api.deps import Svc
-from api.openai.deps import SESSION_HEADER, Caller, SessionHeader
+from api.deps import SESSION_HEADER, OpenAICaller, SessionHeader, Svc
 from api.openai.errors import ERROR_RESPONSES, OpenAIRoute
 from api.openai.schemas import ResponseIn, response_messages
 from chatee import openai_sessions
+from chatee.agent_sessions import Done, Failed
 from chatee.models import utcnow
-from chatee.openai_sessions import Delta, Done, Failed, TurnView
+from chatee.openai_sessions import Delta, TurnView
 
 router = APIRouter(route_class=OpenAIRoute, responses=ERROR_RESPONSES)
 
 
 @router.post("/responses", response_model=None)
 async def create_response(
-    body: ResponseIn, caller: Caller, svc: Svc, session_header: SessionHeader = None
+    body: ResponseIn, caller: OpenAICaller, svc: Svc, session_header: SessionHeader = None
 ) -> Response:
     """The input's last user message runs as a turn (of `previous_response_id`'s session, the
     header's, `metadata.session_id`'s, or the one its history matches, else a new one)."""
@@ -50,7 +50,7 @@ async def create_response(
 
 
 @router.get("/responses/{response_id}", response_model=None)
-async def get_response(response_id: str, caller: Caller, svc: Svc) -> Response:
+async def get_response(response_id: str, caller: OpenAICaller, svc: Svc) -> Response:
     view = await openai_sessions.find_response(svc, caller.user_id, response_id)
     session_id, _ = openai_sessions.parse_response_id(response_id, "response_id")
     return _json(response_out(view), {SESSION_HEADER: str(session_id)})

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from api.deps import Msg, UserId
-from api.errors import Problem
+from chatee.errors import Invalid
 from chatee.messaging import presence
 
 router = APIRouter(tags=["presence"])
@@ -29,8 +29,8 @@ async def get_presence(
 ) -> list[PresenceOut]:
     raw = [part.strip() for part in user_ids.split(",") if part.strip()]
     if not raw or len(raw) > MAX_USERS:
-        raise Problem(422, f"user_ids: give 1 to {MAX_USERS} ids", "/problems/validation")
+        raise Invalid(f"user_ids: give 1 to {MAX_USERS} ids")
     if not all(p.isdigit() and len(p) <= 20 for p in raw):
-        raise Problem(422, "user_ids: ids are decimal numbers", "/problems/validation")
+        raise Invalid("user_ids: ids are decimal numbers")
     states = await presence.status(m.redis, [int(p) for p in raw])
     return [PresenceOut.model_validate(s.to_json()) for s in states]

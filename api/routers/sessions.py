@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import EventSourceResponse
 
 from api.deps import DB, Caller, Svc, UserId, parse_id
-from api.errors import Problem
 from api.schemas import (
     CancelIn,
     HumanReplyIn,
@@ -24,6 +23,7 @@ from api.sse import event_source
 from chatee import agent_sessions, session_store
 from chatee.agents import owned_agent
 from chatee.bus import is_stream_id
+from chatee.errors import ChateeError
 from chatee.models import Session
 from workflows.types import (
     SessionState,
@@ -129,7 +129,7 @@ def parse_before(before: str | None) -> int | None:
     if before is None:
         return None
     if not before.isdigit() or len(before) > 20:
-        raise Problem(400, "before must be a message id", "/problems/bad-cursor")
+        raise ChateeError("before must be a message id", "bad-cursor")
     return int(before)
 
 
@@ -153,10 +153,8 @@ async def session_events(
     session = await owned(db, caller.user_id, session_id)
     cursor = last_event_id or after
     if cursor is not None and not is_stream_id(cursor):
-        raise Problem(
-            400,
-            "Last-Event-ID / after must be a stream id like 1700000000000-0",
-            "/problems/bad-cursor",
+        raise ChateeError(
+            "Last-Event-ID / after must be a stream id like 1700000000000-0", "bad-cursor"
         )
     if cursor is None:
         cursor = await svc.bus.last_id(session.id)

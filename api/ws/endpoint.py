@@ -8,7 +8,6 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from api.deps import Principal, Services, authenticate
-from api.errors import Problem
 from api.limits import FrameGuard
 from api.ws.connection import TRY_AGAIN_LATER, UNAUTHORIZED
 from api.ws.frames import error_frame, follow_session, handle
@@ -29,7 +28,7 @@ async def _authenticate(ws: WebSocket, svc: Services) -> Principal | None:
         token = header[7:] if header.lower().startswith("bearer ") else None
     if not token or svc.settings.jwt_secret is None:
         return None
-    principal = await authenticate(svc, token)  # Problem(503) when revocations can't be checked
+    principal = await authenticate(svc, token)  # Unavailable when revocations can't be checked
     if principal is None or not (
         principal.allows("conversations", True) or principal.allows("chat", True)
     ):
@@ -54,7 +53,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     hub: Hub = ws.app.state.hub
     try:
         principal = await _authenticate(ws, hub.svc)
-    except (Problem, Unavailable):  # a dependency is away: the token may be fine, so not 4401
+    except Unavailable:  # a dependency is away: the token may be fine, so not 4401
         await _accept(ws)
         await ws.close(TRY_AGAIN_LATER, "try again shortly")
         return

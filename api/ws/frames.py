@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, overload
 
-from api.errors import Problem, dependency_down
+from api.errors import dependency_down
 from api.ws.connection import echo_ref
 from chatee import agent_sessions
 from chatee.bus import Event
@@ -16,7 +16,6 @@ from chatee.errors import ChateeError, NotFound, Unavailable, not_found
 from chatee.ids import parse_id
 from chatee.logging import get_logger
 from chatee.messaging import sending
-from workflows.events import FINAL
 
 if TYPE_CHECKING:
     from api.ws.connection import Connection
@@ -35,12 +34,9 @@ def error_frame(exc: BaseException, ref: Any = None) -> dict[str, Any] | None: .
 def error_frame(exc: BaseException, ref: Any = None) -> dict[str, Any] | None:
     """The `error` frame a refused operation answers with, or None for a bug (the caller logs
     it and answers `internal`). The one place an error becomes a frame, as api/errors.py is
-    for problem+json: a domain error, a `Problem` from code not yet moved to chatee.errors,
-    or a dependency that is away."""
+    for problem+json: a domain error, or a dependency that is away."""
     if isinstance(exc, ChateeError):
         return _error(exc.code, exc.detail, ref, status=exc.status, **exc.extra)
-    if isinstance(exc, Problem):
-        return _error(exc.type.rsplit("/", 1)[-1], exc.detail, ref, status=exc.status)
     down = dependency_down(exc)  # the database, Redis or Temporal away: retry shortly
     if down is not None:
         log.warning("websocket frame refused: dependency unavailable", dependency=down)
@@ -175,7 +171,8 @@ async def _chat_send(conn: Connection, frame: dict[str, Any], ref: Any) -> None:
             **echo_ref(ref),
         }
     )
-    conn.spawn(_relay_events(conn, str(session_id), accepted.after, str(accepted.turn_id)))
+    events = agent_sessions.turn_events(conn.hub.svc, session_id, accepted.after, accepted.turn_id)
+    conn.spawn(_relay_events(conn, str(session_id), events))
 
 
 async def follow_session(conn: Connection, raw_id: str) -> None:
@@ -189,16 +186,13 @@ async def follow_session(conn: Connection, raw_id: str) -> None:
     except NotFound as exc:
         conn.control(error_frame(exc))
         return
-    conn.spawn(_relay_events(conn, str(session.id), await svc.bus.last_id(session.id), None))
+    events = svc.bus.follow(session.id, await svc.bus.last_id(session.id))
+    conn.spawn(_relay_events(conn, str(session.id), events))
 
 
-async def _relay_events(conn: Connection, session_id: str, after: str, turn_id: str | None) -> None:
-    async for event in conn.hub.svc.bus.follow(session_id, after):
-        if turn_id is not None and event.data.get("turn_id") != turn_id:
-            continue
+async def _relay_events(conn: Connection, session_id: str, events: AsyncIterator[Event]) -> None:
+    async for event in events:
         conn.ephemeral(_agent_frame(session_id, event))
-        if turn_id is not None and event.event in FINAL:
-            return
 
 
 def _agent_frame(session_id: str, event: Event) -> dict[str, Any]:

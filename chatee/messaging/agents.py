@@ -90,12 +90,9 @@ async def run_agent(
     text = message.content
     if view.type != "private":  # the agent should know who is talking
         text = f"{sender_name}: {text}"
-    after = await svc.bus.last_id(session.id)
-    turn_message, created = await agent_sessions.store_user_message(
+    turn_message, after = await agent_sessions.store_user_message(
         svc, session.id, text, f"conv:{message.id}"
     )
-    if not created:
-        after = "0-0"
     try:
         await agent_sessions.offer_turn(svc, session, agent, turn_message)
     except Conflict as exc:
