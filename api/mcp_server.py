@@ -24,12 +24,11 @@ from fastapi import FastAPI
 from mcp.server import Server
 from mcp.server.context import ServerRequestContext
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from sqlalchemy import select
 from starlette.types import Receive, Scope, Send
 
 from api.deps import authenticate
 from api.errors import domain_response, problem_response
-from chatee import agent_sessions
+from chatee import agent_sessions, agents
 from chatee.config import Settings
 from chatee.errors import ChateeError, Unavailable
 from chatee.ids import parse_id
@@ -129,10 +128,7 @@ class AgentsMcpServer:
 
     async def _agents(self, user_id: int) -> list[Agent]:
         async with self.app.state.services.sessionmaker() as db:
-            rows = await db.execute(
-                select(Agent).where(Agent.owner_id == user_id).order_by(Agent.id)
-            )
-            return list(rows.scalars())
+            return await agents.list_agents(db, user_id)
 
     async def _list_tools(
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
