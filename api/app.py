@@ -6,9 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.middleware.cors import CORSMiddleware
 
-from api import errors
+from api import agui, errors, web
+from api.a2a import router as a2a_router
 from api.deps import SESSION_HEADER
 from api.limits import BodySizeLimit
 from api.mcp_server import AgentsMcpServer
@@ -30,6 +32,7 @@ from api.routers import (
     presence,
     sessions,
     sync,
+    users,
 )
 from api.ws import Hub
 from api.ws import router as ws_router
@@ -75,7 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
             await lease.release()
         await svc.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc from the package's own assets: no CDN
         title="Chatee",
         version="0.1.0",
         summary="Chat backend where people talk to each other and to AI agents, on Temporal.",
@@ -111,13 +114,17 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(api_keys.router, prefix="/api/v1")
     for router in (auth.router, agents.router, sessions.router, chat.router, mcp.router):
         app.include_router(router, prefix="/api/v1")
+    app.include_router(users.router, prefix="/api/v1")  # /me, /users
     for router in (conversations.router, sync.router, presence.router):
         app.include_router(router, prefix="/api/v1")
     for router in (knowledge.router, memory.router):  # knowledge bases, RAG, memory
         app.include_router(router, prefix="/api/v1")
     app.include_router(ws_router)  # WS /ws
     app.include_router(openai_router)  # /v1: the OpenAI-compatible API
+    app.include_router(agui.router, prefix="/api/v1")  # AG-UI runs
+    app.include_router(a2a_router)  # /a2a: agent cards and JSON-RPC
     # the caller's agents as MCP tools (streamable HTTP, bearer JWT)
     mcp_endpoint = AgentsMcpServer(app, settings)
     app.router.add_route("/mcp", mcp_endpoint, include_in_schema=False)
+    app.include_router(web.router)  # last: the web app at /
     return app

