@@ -69,7 +69,7 @@ class Login:
 
 
 async def create_user(db: AsyncSession, username: str, password_hash: str) -> User:
-    user = User(id=new_id(), username=username, password_hash=password_hash)
+    user = User(id=new_id(), username=username, display_name=username, password_hash=password_hash)
     db.add(user)
     try:
         await db.commit()
