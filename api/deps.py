@@ -53,6 +53,12 @@ async def db_session(svc: Annotated[Services, Depends(services)]) -> AsyncIterat
         yield session
 
 
+async def read_session(svc: Annotated[Services, Depends(services)]) -> AsyncIterator[AsyncSession]:
+    """The read replica when one is configured: only for reads that tolerate lag."""
+    async with svc.reader() as session:
+        yield session
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who is calling: a user's access token, or one of a user's API keys."""
@@ -213,6 +219,7 @@ def messenger(svc: Svc) -> Messenger:
 
 Msg = Annotated[Messenger, Depends(messenger)]
 DB = Annotated[AsyncSession, Depends(db_session)]
+ReadDB = Annotated[AsyncSession, Depends(read_session)]  # listings, history pages, search
 Caller = Annotated[Principal, Depends(current_principal)]
 OpenAICaller = Annotated[Principal, Depends(openai_caller)]
 SESSION_HEADER = "X-Chatee-Session-Id"  # the session an OpenAI-compatible call runs in

@@ -182,6 +182,32 @@ class Workers(BaseModel):
     promote_on_start: bool = False
 
 
+class Pool(BaseModel):
+    """One process's SQL connection pool: it opens at most `size + max_overflow` connections."""
+
+    size: int = Field(10, gt=0)
+    max_overflow: int = Field(10, ge=0)
+    timeout_seconds: float = Field(30, gt=0)  # wait this long for a free connection, then fail
+    recycle_seconds: int = Field(1800, gt=0)  # reconnect before the server's idle timeout
+
+    @property
+    def most(self) -> int:
+        return self.size + self.max_overflow
+
+
+class Database(BaseModel):
+    """Pools per process kind and an optional read replica (README "Running at scale").
+
+    The defaults keep the compose topology (2 APIs + 10 workers: 2 x 20 + 10 x 8 = 120)
+    under MySQL's default `max_connections` of 151."""
+
+    api: Pool = Pool()
+    worker: Pool = Pool(size=4, max_overflow=4)
+    # reads that tolerate replication lag (history pages, search, listings); never the ledger,
+    # inboxes or anything read right after a write. Unset: every read goes to the primary.
+    replica_url: str | None = None
+
+
 class Dev(BaseModel):
     temporal_port: int = Field(7233, gt=0, lt=65536)
     temporal_ui_port: int = Field(8233, gt=0, lt=65536)
@@ -210,6 +236,9 @@ class Settings(BaseSettings):
     redis_max_connections: int = Field(1000, ge=8)
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
+    # the web app links each agent session to its workflow here (default: this host, port
+    # dev.temporal_ui_port, where `chatee dev` serves it)
+    temporal_ui_url: str | None = None
     llm_openai_api_key: SecretStr | None = None
     llm_openai_base_url: str | None = None
     llm_deepseek_api_key: SecretStr | None = None
@@ -239,6 +268,7 @@ class Settings(BaseSettings):
     security: Security = Security()
     observability: Observability = Observability()
     workers: Workers = Workers()
+    database: Database = Database()
     dev: Dev = Dev()
 
     @classmethod

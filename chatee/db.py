@@ -7,6 +7,8 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from chatee.config import Pool
+
 
 def _bind_bytes_on_aiomysql() -> None:
     """aiomysql 0.3.2 escapes `bytes` with a PyMySQL helper that PyMySQL 1.2 replaced by a
@@ -27,7 +29,19 @@ _bind_bytes_on_aiomysql()
 SQLITE_CACHE_KIB = 64 * 1024  # page cache per connection (SQLite's default: 2 MiB)
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def pool_options(pool: Pool) -> dict[str, Any]:
+    return {
+        "pool_size": pool.size,
+        "max_overflow": pool.max_overflow,
+        "pool_timeout": pool.timeout_seconds,
+        "pool_recycle": pool.recycle_seconds,
+    }
+
+
+def create_engine(url: str, pool: Pool | None = None, **kwargs: Any) -> AsyncEngine:
+    """An engine with `pool`'s sizes (SQLAlchemy's defaults without one: migrations, tools)."""
+    if pool:
+        kwargs = {**pool_options(pool), **kwargs}
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
 
@@ -48,9 +62,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
             cursor.close()
 
         return engine
-    return create_async_engine(
-        url, pool_pre_ping=True, pool_recycle=3600, pool_size=10, max_overflow=20, **kwargs
-    )
+    return create_async_engine(url, pool_pre_ping=True, **kwargs)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker:

@@ -293,9 +293,16 @@ def test_python_healthchecks_compile(compose: dict) -> None:
         for name, s in compose["services"].items()
         if s.get("healthcheck", {}).get("test", [None])[:3] == ["CMD", "python", "-c"]
     ]
-    assert {name for name, _ in scripts} == {"api", *(f"worker-{q}" for q in QUEUES)}
+    assert {name for name, _ in scripts} == {"api"}
     for name, script in scripts:
         compile(script, f"<{name} healthcheck>", "exec")
+
+
+def test_worker_healthchecks_connect_as_the_worker_does(compose: dict) -> None:
+    # workers/health.py builds its client with chatee.temporal.connect (TLS, mTLS, API key)
+    for queue in QUEUES:
+        check = compose["services"][f"worker-{queue}"]["healthcheck"]["test"]
+        assert check == ["CMD", "python", "-m", "workers.health"]
 
 
 # -- Dockerfile ----------------------------------------------------------------------------------

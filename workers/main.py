@@ -180,7 +180,7 @@ async def run_workers(
     await temporal.ensure_search_attributes(client)
     if port := settings.observability.worker_metrics_port:
         metrics.serve(port, settings.observability.worker_metrics_host)
-    services = Services.create(settings, client)
+    services = Services.create(settings, client, role="worker")
     lease = None
     if "node_id" not in settings.model_fields_set:
         lease = NodeLease(services.redis)

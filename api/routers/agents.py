@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from api.deps import DB, Svc, UserId
+from api.deps import DB, ReadDB, Svc, UserId
 from api.schemas import AgentIn, AgentOut
 from chatee import agents
 from chatee.agents import AgentConfig
@@ -40,7 +40,7 @@ async def create_agent(body: AgentIn, user_id: UserId, db: DB, svc: Svc) -> Agen
 
 
 @router.get("")
-async def list_agents(user_id: UserId, db: DB) -> list[AgentOut]:
+async def list_agents(user_id: UserId, db: ReadDB) -> list[AgentOut]:
     return [agent_out(a) for a in await agents.list_agents(db, user_id)]
 
 
