@@ -14,7 +14,6 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from redis.exceptions import RedisError
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,6 +24,7 @@ from chatee.ids import parse_id as parse_id  # routers take it from here
 from chatee.logging import get_logger
 from chatee.messaging.service import Messenger
 from chatee.models import ApiKey, utcnow
+from chatee.redis import REDIS_ERRORS, get_many
 from chatee.security import (
     API_KEY_PREFIX,
     READ_METHODS,
@@ -89,7 +89,7 @@ async def authenticate(svc: Services, token: str) -> Principal | None:
         try:
             if await svc.redis.exists(*keys):
                 return None
-        except RedisError:  # cannot tell whether it was revoked: refuse to guess
+        except REDIS_ERRORS:  # cannot tell whether it was revoked: refuse to guess
             raise Unavailable("Redis") from None
     return Principal(claims.user_id, "user", claims=claims)
 
@@ -115,13 +115,14 @@ async def _api_key(svc: Services, token: str) -> Principal | None:
 async def revoked(svc: Services, principals: Sequence[Principal]) -> list[bool]:
     """Which of these callers' credentials have been revoked since they were checked: for the
     streams that stay open (WebSocket, SSE), re-checked now and then. One MGET for every
-    token's deny-list keys, one query for API keys. When Redis or the database cannot be
-    asked, nothing is reported revoked: a dependency blip must not drop every open stream."""
+    token's deny-list keys (one per slot on a cluster), one query for API keys. When Redis or
+    the database cannot be asked, nothing is reported revoked: a dependency blip must not drop
+    every open stream."""
     keys: list[list[str]] = [deny_keys(p.claims) if p.claims else [] for p in principals]
     flat = [key for ks in keys for key in ks]
     key_ids = {p.key_id for p in principals if p.key_id is not None}
     try:
-        hits = dict(zip(flat, await svc.redis.mget(flat), strict=True)) if flat else {}
+        hits = dict(zip(flat, await get_many(svc.redis, flat), strict=True))
         gone: set[int] = set()
         if key_ids:
             async with svc.sessionmaker() as db:
@@ -134,7 +135,7 @@ async def revoked(svc: Services, principals: Sequence[Principal]) -> list[bool]:
                         )
                     ).all()
                 )
-    except (RedisError, SQLAlchemyError) as exc:
+    except (*REDIS_ERRORS, SQLAlchemyError) as exc:
         log.warning("could not re-check open streams' tokens", error=type(exc).__name__)
         return [False] * len(principals)
     return [
@@ -191,6 +192,21 @@ async def openai_caller(
     return await admit(request, svc, principal, "chat")
 
 
+async def chat_caller(
+    request: Request,
+    svc: Annotated[Services, Depends(services)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The caller of a route outside /chat that runs agent turns (AG-UI): the same bearer,
+    and an API key needs the `chat` scope whatever the path."""
+    if credentials is None:
+        raise Unauthorized("missing bearer token")
+    principal = await authenticate(svc, credentials.credentials)
+    if principal is None:
+        raise Unauthorized("invalid, expired or revoked token")
+    return await admit(request, svc, principal, "chat")
+
+
 async def admit(
     request: Request, svc: Services, principal: Principal, group: str | None
 ) -> Principal:
@@ -222,6 +238,7 @@ DB = Annotated[AsyncSession, Depends(db_session)]
 ReadDB = Annotated[AsyncSession, Depends(read_session)]  # listings, history pages, search
 Caller = Annotated[Principal, Depends(current_principal)]
 OpenAICaller = Annotated[Principal, Depends(openai_caller)]
+ChatCaller = Annotated[Principal, Depends(chat_caller)]  # runs turns: the `chat` scope
 SESSION_HEADER = "X-Chatee-Session-Id"  # the session an OpenAI-compatible call runs in
 SessionHeader = Annotated[str | None, Header(alias=SESSION_HEADER)]
 UserId = Annotated[int, Depends(current_user_id)]

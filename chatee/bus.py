@@ -1,4 +1,4 @@
-"""Session event stream on Redis Streams: `chatee:session:<id>:events`.
+"""Session event stream on Redis Streams: `chatee:session:{ev<n>}:<id>:events`.
 
 Activities append; the API reads from any stream id, so SSE `id:` is the Redis stream id and a
 client resumes with `Last-Event-ID`. Streams are trimmed by age (kept at least
@@ -17,15 +17,15 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.asyncio import ConnectionPool, Redis, RedisCluster
 
 from chatee.logging import get_logger, scrub
+from chatee.redis import REDIS_ERRORS, is_cluster
 
 log = get_logger(__name__)
 
@@ -39,10 +39,10 @@ def is_stream_id(text: str) -> bool:
     return bool(match) and all(int(part) <= _U64 for part in match.groups() if part)
 
 
-# KEYS[1] stream, KEYS[2] dedupe marker ('' for none)
+# KEYS[1] stream, KEYS[2] (optional) dedupe marker, in the stream's hash slot
 # ARGV: min id kept, max length, ttl seconds, event name, JSON data
 _PUBLISH = """
-if KEYS[2] ~= '' then
+if #KEYS > 1 then
   if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
     return false
   end
@@ -55,8 +55,21 @@ return id
 """
 
 
+STREAM_GROUPS = 16  # on a cluster: at most this many blocking XREADs per process
+
+
+def _group(session_id: int | str) -> str:
+    group = zlib.crc32(str(session_id).encode()) % STREAM_GROUPS
+    return f"{{ev{group}}}"
+
+
 def stream_key(session_id: int | str) -> str:
-    return f"chatee:session:{session_id}:events"
+    return f"chatee:session:{_group(session_id)}:{session_id}:events"
+
+
+def once_marker(session_id: int | str, key: str) -> str:
+    """The marker of an event published once (same hash slot as its stream)."""
+    return f"chatee:once:{_group(session_id)}:{session_id}:{key}"
 
 
 @dataclass(frozen=True)
@@ -75,7 +88,16 @@ class StreamWatch:
     XREAD returns entries past that id, it sets them. A stream followed for the first time
     interrupts the blocked XREAD (CLIENT UNBLOCK) so the next one includes it at once."""
 
-    def __init__(self, redis: Redis, block_ms: int = 5000) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        block_ms: int = 5000,
+        locate: Callable[[], Awaitable[Redis]] | None = None,
+    ) -> None:
+        # on a cluster: the client of the node serving these streams' slot, asked anew after
+        # an error (a failover moves the slot)
+        self.locate = locate
+        self.located: Redis | None = None
         self.redis = redis
         self.name = "chatee:stream-watch"  # CLIENT SETNAME of its connection
         self.block_ms = block_ms
@@ -135,7 +157,7 @@ class StreamWatch:
             await asyncio.sleep(0.002)
 
     async def _run(self) -> None:
-        client = self.redis.client()  # a single connection, held by the watch
+        client: Redis | None = None  # a single connection, held by the watch
         backoff = 0.1
         try:
             while True:
@@ -144,6 +166,8 @@ class StreamWatch:
                     await self._has_keys.wait()
                     continue
                 try:
+                    if client is None:
+                        client = await self._connect()
                     if self._client_id is None:
                         await client.client_setname(self.name)
                         self._client_id = await client.client_id()
@@ -157,6 +181,10 @@ class StreamWatch:
                     self._wake_all()  # followers read on their own meanwhile
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 2.0)
+                    if self.locate and client is not None:  # the slot may have moved
+                        with contextlib.suppress(Exception):
+                            await client.aclose()
+                        client = None
                     continue
                 backoff = 0.1
                 for raw_key, entries in reply or []:
@@ -167,13 +195,60 @@ class StreamWatch:
                             wake.set()
         finally:
             self._client_id = None
-            with contextlib.suppress(Exception):
-                await client.aclose()
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
 
     def _wake_all(self) -> None:
         for followers in self.wakes.values():
             for wake in followers:
                 wake.set()
+
+    async def _connect(self) -> Redis:
+        if self.locate:
+            previous, self.redis = self.located, await self.locate()
+            self.located = self.redis
+            if previous is not None:  # a node client of ours (never the cluster's own client)
+                with contextlib.suppress(Exception):
+                    await previous.aclose()
+        return self.redis.client()
+
+
+class ClusterStreamWatch:
+    """A `StreamWatch` per stream group, each on a client of the node serving the group's
+    slot (XREAD over streams of several slots is refused on a cluster)."""
+
+    def __init__(self, cluster: RedisCluster, block_ms: int = 5000) -> None:
+        self.cluster = cluster
+        self.block_ms = block_ms
+        self.groups: dict[str, StreamWatch] = {}
+
+    def add(self, key: str, after: str, wake: asyncio.Event) -> None:
+        group = key.split(":")[2]  # the hash tag: see stream_key
+        if group not in self.groups:
+            watch = StreamWatch(self.cluster, self.block_ms, lambda: self._node(key))
+            self.groups[group] = watch
+        self.groups[group].add(key, after, wake)
+
+    def discard(self, key: str, wake: asyncio.Event) -> None:
+        watch = self.groups.get(key.split(":")[2])
+        if watch:
+            watch.discard(key, wake)
+
+    async def close(self) -> None:
+        for watch in self.groups.values():
+            await watch.close()
+            if watch.located is not None:
+                with contextlib.suppress(Exception):
+                    await watch.located.aclose()
+
+    async def _node(self, key: str) -> Redis:
+        await self.cluster.initialize()  # once: the slot map
+        node = self.cluster.get_node_from_key(key)
+        settings = self.cluster.get_connection_kwargs()
+        wanted = ("username", "password", "decode_responses", "socket_timeout", "connection_class")
+        kept = {k: v for k, v in settings.items() if k in wanted or k.startswith("ssl")}
+        return Redis.from_pool(ConnectionPool(host=node.host, port=node.port, **kept))
 
 
 class EventBus:
@@ -182,20 +257,20 @@ class EventBus:
         self.retention_seconds = retention_seconds
         self.max_len = max_len
         self._publish = redis.register_script(_PUBLISH)
-        self.watch = StreamWatch(redis)
+        self.watch = ClusterStreamWatch(redis) if is_cluster(redis) else StreamWatch(redis)
 
     async def publish(
         self, session_id: int | str, event: str, data: dict[str, Any], once_key: str | None = None
     ) -> str | None:
         """Append an event; with `once_key`, only the first call with that key appends
         (a retried activity cannot show the same event twice). Returns the stream id."""
-        dedupe = f"chatee:once:{session_id}:{once_key}" if once_key else ""
+        keys = [stream_key(session_id), *([once_marker(session_id, once_key)] if once_key else [])]
         min_id = max(0, int(time.time() * 1000) - self.retention_seconds * 1000)
         # clients read these events: mask known secrets (a provider's error may quote its key)
         data = _scrubbed({**data, "session_id": str(session_id)})
         payload = json.dumps(data, separators=(",", ":"))
         result = await self._publish(
-            keys=[stream_key(session_id), dedupe],
+            keys=keys,
             args=[min_id, self.max_len, self.retention_seconds, event, payload],
         )
         return _text(result) if result else None
@@ -232,7 +307,7 @@ class EventBus:
                 wake.clear()  # before reading: whatever comes after the read sets it again
                 try:
                     events = await self.read(session_id, after, block_ms=None, count=count)
-                except (RedisConnectionError, RedisTimeoutError):
+                except REDIS_ERRORS:  # unreachable, failing over: the same position again
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 2.0)
                     continue

@@ -79,6 +79,8 @@ class Messaging(BaseModel):
     fanout_batch_size: int = Field(100, gt=0, le=5000)  # inbox entries per transaction
     fanout_parallelism: int = Field(4, gt=0, le=64)  # batches in flight per fan-out workflow
     max_group_members: int = Field(10_000, gt=1)
+    max_reaction_kinds: int = Field(20, gt=0)  # different emoji on one message
+    reactions_per_window: int = Field(120, ge=0)  # reaction changes per user per rate window
     ws_queue_size: int = Field(256, gt=0)  # frames queued for one socket before it must resync
     ws_gap_fill_max: int = Field(500, gt=0)  # missed entries a socket is sent without a resync
     sync_page_size: int = Field(200, gt=0, le=1000)  # most inbox entries per sync reply
@@ -232,6 +234,8 @@ class Settings(BaseSettings):
     mysql_password: SecretStr | None = None
     redis_url: str | None = None
     redis_password: SecretStr | None = None
+    # a Redis Cluster: the URL names any node (README "Running at scale")
+    redis_cluster: bool = False
     # per process; callers wait for a free connection (an open SSE stream holds one)
     redis_max_connections: int = Field(1000, ge=8)
     temporal_address: str = "127.0.0.1:7233"

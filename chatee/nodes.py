@@ -13,10 +13,10 @@ import random
 import socket
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from chatee import ids
 from chatee.logging import get_logger
+from chatee.redis import REDIS_ERRORS
 
 log = get_logger(__name__)
 TTL_SECONDS = 60
@@ -39,7 +39,7 @@ class NodeLease:
                 if await self.redis.set(_key(node), self._owner, nx=True, ex=TTL_SECONDS):
                     self.node_id = node
                     break
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.warning("could not lease a node id; using a random one", error=type(exc).__name__)
         if self.node_id is None:
             self.node_id = random.randint(1, ids.MAX_NODE)
@@ -50,7 +50,7 @@ class NodeLease:
     async def _renew(self) -> None:
         while True:
             await asyncio.sleep(RENEW_SECONDS)
-            with contextlib.suppress(RedisError):
+            with contextlib.suppress(*REDIS_ERRORS):
                 await self.redis.set(_key(self.node_id), self._owner, ex=TTL_SECONDS)
 
     async def release(self) -> None:
@@ -58,7 +58,7 @@ class NodeLease:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
-        with contextlib.suppress(RedisError):
+        with contextlib.suppress(*REDIS_ERRORS):
             if await self.redis.get(_key(self.node_id)) == self._owner:
                 await self.redis.delete(_key(self.node_id))
 

@@ -14,10 +14,9 @@ import math
 import uuid
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from chatee.config import Settings
 from chatee.logging import get_logger
+from chatee.redis import REDIS_ERRORS
 
 log = get_logger(__name__)
 
@@ -57,7 +56,7 @@ class Limiter:
             allowed, retry_ms = await self.script(
                 keys=[f"chatee:rl:{budget}:{who}"], args=[self.window_ms, limit, uuid.uuid4().hex]
             )
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.warning("rate limiter unavailable; request let through", error=str(exc))
             return None
         return None if allowed else max(1, math.ceil(int(retry_ms) / 1000))

@@ -9,6 +9,13 @@ refused sockets whose token could not be checked. Followed event streams share o
 connection (`chatee.bus.StreamWatch`), so open SSE streams do not use up the pool.
 
 `Subscription` reads one pub/sub channel for as long as a process runs, across Redis restarts.
+
+With `CHATEE_REDIS_CLUSTER=true` the client is a `RedisCluster` (the URL names any node). Code
+that works on both keeps every multi-key command, script and transaction inside one hash slot
+(hash tags: `{…}` in the key), reads many keys with `get_many`, and publishes what many
+processes listen to on sharded channels (`SPUBLISH`/`SSUBSCRIBE`: `publish`, `Subscription`).
+A cluster's client-side failures (no reachable node, slots not covered) are
+`RedisClusterException`, which is not a `RedisError`: catch `REDIS_ERRORS`.
 """
 
 from __future__ import annotations
@@ -18,11 +25,13 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry  # not redis.retry's: that one cannot await a command
 from redis.backoff import ExponentialBackoff
 from redis.driver_info import DriverInfo
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.utils import get_lib_version
 
@@ -32,17 +41,17 @@ from chatee.logging import get_logger
 log = get_logger(__name__)
 
 POOL_WAIT_SECONDS = 10
+REDIS_ERRORS = (RedisError, RedisClusterException)  # what "Redis failed" means on both kinds
 # what redis-py sends in CLIENT SETINFO, read once: by default every new connection looks the
 # version up in the installed package metadata (~1 ms each, a lot in a burst of connections)
 DRIVER = DriverInfo(name="redis-py", lib_version=get_lib_version())
 
 
 def connect_redis(settings: Settings) -> Redis:
+    """The process's client: a `Redis` over a blocking pool, or a `RedisCluster` (which has the
+    same commands; see the module docstring for what differs)."""
     password = settings.redis_password.get_secret_value() if settings.redis_password else None
-    pool = BlockingConnectionPool.from_url(
-        settings.redis_connection_url(),
-        max_connections=settings.redis_max_connections,
-        timeout=POOL_WAIT_SECONDS,
+    common: dict[str, Any] = dict(
         password=password,
         decode_responses=True,
         health_check_interval=30,
@@ -52,7 +61,36 @@ def connect_redis(settings: Settings) -> Redis:
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         driver_info=DRIVER,
     )
+    if settings.redis_cluster:  # per node; a failover is followed on MOVED or a lost node
+        url, most = settings.redis_connection_url(), settings.redis_max_connections
+        return RedisCluster.from_url(url, max_connections=most, **common)  # type: ignore[return-value]
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_connection_url(),
+        max_connections=settings.redis_max_connections,
+        timeout=POOL_WAIT_SECONDS,
+        **common,
+    )
     return Redis.from_pool(pool)
+
+
+def is_cluster(redis: Redis) -> bool:
+    return isinstance(redis, RedisCluster)
+
+
+async def get_many(redis: Redis, keys: list[str]) -> list[str | None]:
+    """GET of many keys: one MGET on a single Redis; per slot on a cluster (MGET across slots
+    is refused there)."""
+    if not keys:
+        return []
+    if is_cluster(redis):
+        return await redis.mget_nonatomic(keys)  # type: ignore[attr-defined]
+    return await redis.mget(keys)
+
+
+def publish(target: Redis | Pipeline, channel: str, message: str, sharded: bool) -> Any:
+    """PUBLISH, or SPUBLISH on a cluster: a sharded channel lives on the node of its slot, so
+    only that node's subscribers and links carry it (plain PUBLISH goes to every node)."""
+    return target.spublish(channel, message) if sharded else target.publish(channel, message)
 
 
 class Subscription:
@@ -77,6 +115,7 @@ class Subscription:
         self.on_message = on_message
         self.on_subscribed = on_subscribed
         self.on_lost = on_lost
+        self.sharded = is_cluster(redis)
 
     async def run(self) -> None:
         backoff = 0.1
@@ -86,10 +125,16 @@ class Subscription:
                 try:
                     if pubsub is None:
                         pubsub = self.redis.pubsub()
-                        await pubsub.subscribe(self.channel)
-                        # if redis-py ever reconnects by itself, messages were missed too
-                        pubsub.connection.register_connect_callback(self._reconnected)
-                    message = await pubsub.get_message(timeout=1)
+                        if self.sharded:
+                            await pubsub.ssubscribe(self.channel)
+                        else:
+                            await pubsub.subscribe(self.channel)
+                            # if redis-py ever reconnects by itself, messages were missed too
+                            pubsub.connection.register_connect_callback(self._reconnected)
+                    if self.sharded:
+                        message = await pubsub.get_sharded_message(timeout=1)
+                    else:
+                        message = await pubsub.get_message(timeout=1)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -106,9 +151,9 @@ class Subscription:
                 if message is None:
                     continue
                 try:
-                    if message["type"] == "subscribe":
+                    if message["type"] in ("subscribe", "ssubscribe"):
                         self.on_subscribed()
-                    elif message["type"] == "message":
+                    elif message["type"] in ("message", "smessage"):
                         self.on_message(message["data"])
                 except Exception:
                     log.exception("pub/sub message not handled", channel=self.channel)

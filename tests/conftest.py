@@ -19,6 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from chatee.devstack import start_redis, temporal_binary
 from chatee.devtools.llm_server import LLMServerThread
+from chatee.devtools.redis_cluster import RedisClusterProcesses, start_redis_cluster
 from chatee.migrate import upgrade_async
 from tests.support import Api, Stack
 from workflows.names import SEARCH_ATTRIBUTES
@@ -226,3 +227,14 @@ async def clients(messaging_apis: tuple[Stack, Stack]) -> AsyncIterator[list[htt
     yield made
     for client in made:
         await client.aclose()
+
+
+# -- Redis Cluster ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcesses]:
+    """A real Redis Cluster on loopback: 3 primaries, each with a replica (redis-server 7+)."""
+    cluster = start_redis_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    yield cluster
+    cluster.stop()

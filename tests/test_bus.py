@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from chatee.bus import Event, EventBus, is_stream_id, stream_key
+from chatee.bus import Event, EventBus, is_stream_id, once_marker, stream_key
 from chatee.config import Settings
 from chatee.redis import connect_redis
 
@@ -30,9 +30,7 @@ async def sid(redis: Redis) -> AsyncIterator[str]:
     """A fresh session id; every key made for it is deleted afterwards."""
     session_id = uuid.uuid4().hex
     yield session_id
-    await redis.delete(
-        stream_key(session_id), *(f"chatee:once:{session_id}:{k}" for k in ONCE_KEYS)
-    )
+    await redis.delete(stream_key(session_id), *(once_marker(session_id, k) for k in ONCE_KEYS))
 
 
 @pytest.fixture
@@ -95,7 +93,7 @@ async def test_once_key_is_per_session(bus: EventBus, redis: Redis, sid: str) ->
         assert await bus.publish(sid, "e", {}, once_key="k") is not None
         assert await bus.publish(other, "e", {}, once_key="k") is not None
     finally:
-        await redis.delete(stream_key(other), f"chatee:once:{other}:k")
+        await redis.delete(stream_key(other), once_marker(other, "k"))
 
 
 async def test_last_id_of_empty_stream(bus: EventBus, sid: str) -> None:
@@ -259,7 +257,7 @@ async def test_stream_and_once_marker_expire_after_retention(redis: Redis, sid: 
     await bus.publish(sid, "e", {}, once_key="k")
     ttl = await redis.ttl(stream_key(sid))
     assert 100 <= ttl <= 120
-    marker_ttl = await redis.ttl(f"chatee:once:{sid}:k")
+    marker_ttl = await redis.ttl(once_marker(sid, "k"))
     assert 100 <= marker_ttl <= 120
     # each publish refreshes the stream's expiry
     await redis.expire(stream_key(sid), 5)

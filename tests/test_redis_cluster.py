@@ -1,0 +1,150 @@
+"""Chatee on a real Redis Cluster (`CHATEE_REDIS_CLUSTER=true`; README "Running at scale"):
+3 primaries + 3 replicas started from `redis-server`. The event bus (scripts, the stream watch
+per slot group), a failover under a follower, and the whole API flow — auth with logout
+revocation, rate limits, an agent turn over SSE resumed with Last-Event-ID."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+from redis.asyncio import RedisCluster
+
+from chatee.bus import STREAM_GROUPS, EventBus, stream_key
+from chatee.config import Settings
+from chatee.devtools.api_client import Api
+from chatee.devtools.llm_server import LLMServerThread
+from chatee.devtools.processes import Stack
+from chatee.devtools.redis_cluster import RedisClusterProcesses
+from chatee.redis import connect_redis
+
+
+@pytest.fixture
+async def cluster(redis_cluster: RedisClusterProcesses) -> AsyncIterator[RedisCluster]:
+    redis_cluster.wait_healthy()
+    client = connect_redis(Settings(redis_url=redis_cluster.url, redis_cluster=True))
+    assert isinstance(client, RedisCluster)
+    yield client
+    await client.aclose()
+
+
+def sessions_in_distinct_groups(count: int) -> list[int]:
+    found: dict[str, int] = {}
+    sid = random.randrange(10**12, 10**13)
+    while len(found) < count:
+        sid += 1
+        found.setdefault(stream_key(sid).split(":")[2], sid)
+    return list(found.values())
+
+
+async def test_publish_once_and_follow_streams_of_every_group(cluster: RedisCluster) -> None:
+    bus = EventBus(cluster)
+    sessions = sessions_in_distinct_groups(STREAM_GROUPS)
+    # the dedupe marker and its stream share a slot: the publish script runs on a cluster
+    sid = sessions[0]
+    firsts = await asyncio.gather(*(bus.publish(sid, "e", {}, once_key="k") for _ in range(5)))
+    assert len([f for f in firsts if f]) == 1
+
+    async def follow(sid: int, want: int) -> list[int]:
+        got = []
+        async for event in bus.follow(sid, "0-0", block_ms=30_000):
+            if event.event == "n":
+                got.append(event.data["n"])
+            if len(got) == want:
+                return got
+        return got
+
+    followers = [asyncio.create_task(follow(s, 3)) for s in sessions]
+    await asyncio.sleep(0.2)
+    for n in range(3):  # one watch per slot group wakes each follower: no 30 s block waits
+        await asyncio.gather(*(bus.publish(s, "n", {"n": n}) for s in sessions))
+    results = await asyncio.wait_for(asyncio.gather(*followers), 10)
+    assert results == [[0, 1, 2]] * len(sessions)
+    await bus.close()
+
+
+async def test_a_follower_gets_every_event_once_across_a_primary_failover(
+    cluster: RedisCluster, redis_cluster: RedisClusterProcesses
+) -> None:
+    bus = EventBus(cluster)
+    sid = random.randrange(10**12, 10**13)  # a stream of its own
+    got: list[int] = []
+
+    async def follow() -> None:
+        async for event in bus.follow(sid, "0-0", block_ms=2_000):
+            got.append(event.data["n"])
+            if len(got) == 40:
+                return
+
+    follower = asyncio.create_task(follow())
+    for n in range(20):
+        await bus.publish(sid, "n", {"n": n}, once_key=str(n))
+    node = cluster.get_node_from_key(stream_key(sid))
+    redis_cluster.kill(node.port)  # SIGKILL the primary that holds this stream
+    n = 20
+    while n < 40:  # resent, as activities do (same once_key), until the replica takes over
+        try:
+            await bus.publish(sid, "n", {"n": n}, once_key=str(n))
+            n += 1
+        except Exception:
+            await asyncio.sleep(0.2)
+    await asyncio.wait_for(follower, 30)
+    # AOF on every node and a replica that had the stream: what was acknowledged is there once
+    assert sorted(set(got)) == list(range(40)) and len(got) == len(set(got)), got
+    await bus.close()
+
+
+@pytest.fixture(scope="module")
+def cluster_stack(
+    isolated_stacks: Callable[[dict[str, str]], Stack], redis_cluster: RedisClusterProcesses
+) -> Stack:
+    redis_cluster.wait_healthy()
+    stack = isolated_stacks(
+        {
+            "CHATEE_REDIS_URL": redis_cluster.url,
+            "CHATEE_REDIS_CLUSTER": "true",
+            "CHATEE_SECURITY__AUTH_REQUESTS_PER_WINDOW": "5",
+        }
+    )
+    stack.start_worker()
+    stack.start_api()
+    return stack
+
+
+async def test_auth_revocation_rate_limits_and_a_resumed_turn_on_a_cluster(
+    cluster_stack: Stack, llm: LLMServerThread
+) -> None:
+    async with httpx.AsyncClient(base_url=cluster_stack.base, timeout=60) as http:
+        # auth: a logged-out token is refused (the deny-list check spans slots)
+        api = await Api.register(http)
+        assert (await api.request("GET", "/agents")).status_code == 200
+        out = await http.post("/api/v1/auth/logout", headers=api.headers)
+        assert out.status_code in (200, 204), out.text
+        assert (await api.request("GET", "/agents")).status_code == 401
+
+        # the per-IP auth budget (a Lua script on one key) limits and answers 429
+        statuses = []
+        for _ in range(12):
+            r = await http.post(
+                "/api/v1/auth/login",
+                json={"username": "nobody", "password": "wrong password"},
+                headers={"X-Forwarded-For": "198.18.7.7"},
+            )
+            statuses.append(r.status_code)
+        assert 429 in statuses and statuses.index(429) >= 5
+
+        # an agent turn streamed over SSE, then the session's events resumed from the middle
+        api = await Api.register(http)
+        session = await api.new_session()
+        llm.llm.script("cluster hello", ["Hello from a cluster."])
+        events = await api.stream_turn(session["id"], "cluster hello")
+        assert events[-1]["event"] == "turn.completed"
+        assert events[-1]["data"]["content"] == "Hello from a cluster."
+        middle = events[len(events) // 2]
+        resumed = await api.events(
+            session["id"], "turn.completed", headers={"Last-Event-ID": middle["id"]}
+        )
+        assert [e["id"] for e in resumed] == [e["id"] for e in events[len(events) // 2 + 1 :]]
