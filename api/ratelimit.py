@@ -40,8 +40,12 @@ async def limit_user_writes(app: Any, svc: Any, user_id: int) -> None:
         raise too_many(retry, "writes from this user")
 
 
+LIMITED = ("/api/v1/", "/mcp", "/v1/", "/a2a/")
+
+
 class RateLimitByIp:
-    """Per client IP: a budget for every `/api/v1` and `/mcp` request, and a stricter one for
+    """Per client IP: a budget for every request to the API's surfaces (`/api/v1`, `/mcp`, the
+    OpenAI-compatible `/v1`, `/a2a`), and a stricter one for
     `/api/v1/auth/*` (password guessing, mass registration). The client IP is uvicorn's, which
     honours `X-Forwarded-For` from trusted proxies (`--forwarded-allow-ips`)."""
 
@@ -54,7 +58,7 @@ class RateLimitByIp:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        made = limiter(scope["app"]) if path.startswith(("/api/v1/", "/mcp")) else None
+        made = limiter(scope["app"]) if path.startswith(LIMITED) else None
         client = scope.get("client")
         if made is not None and client and not made.exempt_ip(client[0]):
             ip = client[0]
@@ -62,11 +66,14 @@ class RateLimitByIp:
             if retry is None and path.startswith("/api/v1/auth/"):
                 retry = await made.hit("auth-ip", ip, self.knobs.auth_requests_per_window)
             if retry is not None:
-                response = problem_response(
-                    429,
-                    f"too many requests from this address; retry in {retry} s",
-                    headers={"Retry-After": str(retry)},
-                )
+                detail = f"too many requests from this address; retry in {retry} s"
+                headers = {"Retry-After": str(retry)}
+                response = problem_response(429, detail, headers=headers)
+                if path.startswith("/v1/"):  # the OpenAI-compatible API's own error shape
+                    # (imported here: api.openai's routers import this module through api.deps)
+                    from api.openai.errors import error_response
+
+                    response = error_response(429, detail, headers=headers)
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 import openai
@@ -19,6 +19,7 @@ from tests.support import Api, Stack
 SESSION = "X-Chatee-Session-Id"
 LIMITS = {
     "CHATEE_SECURITY__RATE_WINDOW_SECONDS": "30",
+    "CHATEE_SECURITY__IP_REQUESTS_PER_WINDOW": "15",
     "CHATEE_SECURITY__USER_WRITES_PER_WINDOW": "3",
     "CHATEE_LIMITS__MAX_MESSAGE_BYTES": "64",
 }
@@ -343,3 +344,61 @@ async def test_limits_answer_as_openai_does(tight: Stack) -> None:
                         )
             assert int(limited.value.response.headers["Retry-After"]) >= 1
             assert limited.value.code == "rate_limit_exceeded"
+
+
+async def test_the_per_address_budget_covers_v1_in_openais_shape(tight: Stack) -> None:
+    async with httpx.AsyncClient(base_url=tight.base, timeout=30) as http:
+        user = await Api.register(http)
+    # uvicorn takes X-Forwarded-For from a local proxy: a client address of its own
+    async with openai.AsyncOpenAI(
+        base_url=f"{tight.base}/v1",
+        api_key=user.token,
+        max_retries=0,
+        default_headers={"X-Forwarded-For": "198.18.9.9"},
+    ) as client:
+        with pytest.raises(openai.RateLimitError) as limited:
+            for _ in range(30):
+                await client.models.list()
+        assert limited.value.code == "rate_limit_exceeded"
+        assert "this address" in limited.value.message
+
+
+async def test_a_worker_killed_mid_turn_still_answers_once(
+    isolated_stacks: Callable[[dict[str, str]], Stack], llm: LLMServerThread
+) -> None:
+    stack = isolated_stacks({"CHATEE_TEMPORAL__LLM_HEARTBEAT_SECONDS": "2"})
+    first_worker = stack.start_worker()
+    stack.start_api()
+    marker = uuid.uuid4().hex
+    llm.llm.script(
+        marker,
+        [
+            {"chunks": [f"part{i} " for i in range(40)], "chunk_delay_ms": 200},
+            {"text": "the whole answer"},
+        ],
+    )
+    async with httpx.AsyncClient(base_url=stack.base, timeout=60) as http:
+        user = await Api.register(http)
+        session = await user.new_session(name="durable")
+        async with openai.AsyncOpenAI(
+            base_url=f"{stack.base}/v1", api_key=user.token, max_retries=0, timeout=120
+        ) as client:
+            answer = asyncio.create_task(
+                client.chat.completions.create(
+                    model="durable",
+                    messages=[{"role": "user", "content": marker}],
+                    extra_headers={SESSION: session["id"]},
+                )
+            )
+            await user.events(
+                session["id"],
+                until=lambda e: e["event"] == "message.delta" and e["data"]["text"] == "part2 ",
+                after="0",
+            )
+            first_worker.kill()  # mid-turn: the retried step answers on the next worker
+            stack.start_worker()
+            completion = await asyncio.wait_for(answer, 90)
+        assert completion.choices[0].message.content == "the whole answer"
+        assert completion.choices[0].finish_reason == "stop"
+        assistant = [m for m in await user.messages(session["id"]) if m["role"] == "assistant"]
+        assert [m["content"] for m in assistant] == ["the whole answer"]
