@@ -86,7 +86,8 @@ class RequestContext:
                     headers.append(REQUEST_ID, request_id)
                 for name, value in self.common:
                     headers.raw.append((name, value))
-                if not path.startswith(_DOCS):
+                # the web app (api/web) sends its own, looser policy
+                if not path.startswith(_DOCS) and "content-security-policy" not in headers:
                     headers.raw.append((b"content-security-policy", self.csp))
                 if path.startswith(_NO_STORE) and "cache-control" not in headers:
                     headers.append("Cache-Control", "no-store")
