@@ -44,7 +44,6 @@ from temporalio import activity, workflow
 # The workflow sandbox re-imports this module to run BenchFloor: let the rest through as is.
 with workflow.unsafe.imports_passed_through():
     import httpx
-    from httpx_sse import aconnect_sse
     from redis.asyncio import Redis
     from temporalio.api.enums.v1 import EventType, TaskQueueType
     from temporalio.api.taskqueue.v1 import TaskQueue
@@ -54,6 +53,8 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.worker import Worker
 
     from bench.world import start_temporal, use_redis
+    from chatee.client import Client as SdkClient
+    from chatee.client import Tokens
     from chatee.devstack import stop_process, temporal_binary
     from chatee.devtools.api_client import Api
     from chatee.devtools.processes import ChateeProcess, Stack
@@ -167,7 +168,7 @@ class Turn:
     reconnects: int = 0
     resends: int = 0  # 503 answers (e.g. turn-unconfirmed) resent with the same client_msg_id
 
-    def see(self, event: str, event_id: str, data: str) -> bool:
+    def see(self, event: str, event_id: str, data: dict[str, Any]) -> bool:
         """Take one SSE event of this turn; True once the turn is complete."""
         elapsed = time.perf_counter() - self.start
         if event == "turn.failed":
@@ -177,7 +178,7 @@ class Turn:
         self.retried |= event == "step.retry"
         self.events.setdefault(event, stream_ms(event_id))
         self.last_id = event_id
-        self.turn_id = self.turn_id or json.loads(data)["turn_id"]
+        self.turn_id = self.turn_id or data["turn_id"]
         if event == "turn.completed":
             self.completed_s = elapsed
             return True
@@ -385,66 +386,32 @@ async def world(dynamic_config: list[str]) -> AsyncIterator[World]:
 
 
 class Chat:
-    """The benchmark's user, doing one turn at a time per session.
+    """The benchmark's user, doing one turn at a time per session, through the SDK.
 
-    A turn is `POST /chat/stream` read to `turn.completed`. Should the API end the stream early
-    (it did while its Redis client timed out reads after 5 s, shorter than the XREAD block),
-    the turn goes on as an EventSource client would: `GET /sessions/{id}/events` after the
-    last event seen. Such resumes are counted in `stream_reconnects`.
+    A turn is `POST /chat/stream` read to `turn.completed` (`Client.stream_turn`). Should the
+    API end the stream early (it did while its Redis client timed out reads after 5 s, shorter
+    than the XREAD block), the SDK resumes as an EventSource client would: `GET
+    /sessions/{id}/events` after the last event seen; those resumes are `stream_reconnects`.
+    A 503 (busy or away) is resent after its Retry-After with the same `client_msg_id`, which
+    the API never turns into a second turn (`resends`).
     """
 
-    MAX_RECONNECTS = 20
-    MAX_RESENDS = 20
+    RESUME_TIMEOUT_S = 120
 
     def __init__(self, user: Api) -> None:
         self.user = user
-        self.cursors: dict[str, str] = {}  # session -> id of its last turn's last event
+        self.sdk = SdkClient(
+            str(user.client.base_url), tokens=Tokens(user.user_id, user.token), http=user.client
+        )
 
     async def turn(self, session_id: str, content: str) -> Turn:
-        """A 503 (busy or away) is resent after its Retry-After with the same `client_msg_id`,
-        as a real client would: the API never turns a resend into a second turn."""
         turn = Turn(session_id)
-        body = {"session_id": session_id, "content": content, "client_msg_id": uuid.uuid4().hex}
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                async with aconnect_sse(
-                    self.user.client, "POST", "/api/v1/chat/stream", json=body,
-                    headers=self.user.headers,
-                ) as source:  # fmt: skip
-                    if source.response.status_code == 503 and turn.resends < self.MAX_RESENDS:
-                        turn.resends += 1
-                        await asyncio.sleep(float(source.response.headers.get("Retry-After", 1)))
-                        continue
-                    source.response.raise_for_status()
-                    async for sse in source.aiter_sse():
-                        if turn.see(sse.event, sse.id, sse.data):
-                            break
-            break
-        while not turn.completed_s:
-            turn.reconnects += 1
-            if turn.reconnects > self.MAX_RECONNECTS:
-                raise RuntimeError(f"turn never completed: {turn}")
-            with contextlib.suppress(httpx.TransportError):
-                await self._resume(turn)
-        self.cursors[session_id] = turn.last_id
+        stream = self.sdk.stream_turn(session_id, content, resume_timeout=self.RESUME_TIMEOUT_S)
+        async for event in stream:
+            if turn.see(event.event, event.id, event.data):
+                break
+        turn.reconnects, turn.resends = stream.reconnects, stream.resends
         return turn
-
-    async def _resume(self, turn: Turn) -> None:
-        after = turn.last_id or self.cursors.get(turn.session_id, "0-0")
-        async with aconnect_sse(
-            self.user.client,
-            "GET",
-            f"/api/v1/sessions/{turn.session_id}/events",
-            params={"after": after},
-            headers=self.user.headers,
-        ) as source:
-            source.response.raise_for_status()
-            async for sse in source.aiter_sse():
-                turn_id = json.loads(sse.data).get("turn_id")
-                if turn.turn_id and turn_id != turn.turn_id:
-                    continue
-                if turn.see(sse.event, sse.id, sse.data):
-                    return
 
 
 async def chatee_sequential(chat: Chat, sessions: list[str], warmup: int, turns: int) -> list[Turn]:

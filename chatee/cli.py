@@ -1,9 +1,11 @@
-"""The `chatee` command: dev, api, worker, migrate, devtools."""
+"""The `chatee` command. Server: dev, api, worker, migrate, devtools run Chatee. Client:
+login, agents, chat talk to a running Chatee server from the terminal."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 import typer
@@ -18,12 +20,15 @@ from chatee.config import (
 )
 from chatee.logging import register_secret, setup_logging
 
+SERVER = "Server: run Chatee"
+CLIENT = "Client: talk to a Chatee server"
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 devtools = typer.Typer(
     no_args_is_help=True,
     help="Stand-ins for an LLM and an MCP server, to try Chatee offline (the suite uses them).",
 )
-app.add_typer(devtools, name="devtools")
+app.add_typer(devtools, name="devtools", rich_help_panel=SERVER)
 
 
 def _settings() -> Settings:
@@ -51,7 +56,7 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(2)
 
 
-@app.command()
+@app.command(rich_help_panel=SERVER)
 def api(
     host: Annotated[str | None, typer.Option(help="default: CHATEE_HTTP_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="default: CHATEE_HTTP_PORT")] = None,
@@ -77,7 +82,7 @@ def api(
     )
 
 
-@app.command()
+@app.command(rich_help_panel=SERVER)
 def worker(
     queue: Annotated[
         list[str] | None,
@@ -98,7 +103,7 @@ def worker(
         raise _fail(exc) from None
 
 
-@app.command()
+@app.command(rich_help_panel=SERVER)
 def migrate() -> None:
     """Apply database migrations (Alembic) to CHATEE_DATABASE_URL."""
     from chatee.migrate import upgrade
@@ -108,7 +113,7 @@ def migrate() -> None:
     typer.echo("database is at the latest migration")
 
 
-@app.command()
+@app.command(rich_help_panel=SERVER)
 def dev() -> None:
     """Run everything: embedded Temporal (+ Web UI), Redis and SQLite, the API and all workers."""
     from chatee.devstack import DevStack
@@ -130,6 +135,64 @@ def dev() -> None:
     finally:
         stack.stop()
     raise typer.Exit(code)
+
+
+# -- client commands: thin wrappers over chatee.client.terminal ---------------------------------
+
+
+def _client_call(call: Callable[[], str | None]) -> None:
+    from chatee.client.terminal import Failed
+
+    try:
+        said = call()
+    except Failed as exc:
+        typer.echo(f"chatee: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if said:
+        typer.echo(said)
+
+
+@app.command(rich_help_panel=CLIENT)
+def login(
+    username: Annotated[str, typer.Option(prompt=True)],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, envvar="CHATEE_PASSWORD")],
+    server: Annotated[
+        str, typer.Option(prompt=True, help="the server's URL", envvar="CHATEE_SERVER")
+    ] = "http://127.0.0.1:8080",
+    register: Annotated[bool, typer.Option(help="create the account first")] = False,
+) -> None:
+    """Sign in to a Chatee server; the login is kept in ~/.config/chatee/client.json (0600)."""
+    from chatee.client import terminal
+
+    _client_call(lambda: terminal.login(server, username, password, register))
+
+
+@app.command(rich_help_panel=CLIENT)
+def logout() -> None:
+    """End the saved login (on the server too) and forget it."""
+    from chatee.client import terminal
+
+    _client_call(terminal.logout)
+
+
+@app.command(rich_help_panel=CLIENT)
+def agents() -> None:
+    """List your agents: name, model, id."""
+    from chatee.client import terminal
+
+    _client_call(terminal.list_agents)
+
+
+@app.command(rich_help_panel=CLIENT)
+def chat(
+    agent: Annotated[str, typer.Argument(help="the agent's name or id")],
+    session: Annotated[str | None, typer.Option(help="continue this session")] = None,
+) -> None:
+    """Chat with an agent: replies stream in, with its steps and tool calls; answer its
+    questions inline; Ctrl-C cancels a reply, Ctrl-D or /quit leaves."""
+    from chatee.client import terminal
+
+    _client_call(lambda: terminal.chat(agent, session))
 
 
 @devtools.command("llm")
