@@ -7,8 +7,10 @@ structured content so the next call can continue the same conversation.
 
 A tool call runs the same use cases as `POST /api/v1/sessions` and `POST /api/v1/chat/stream`
 (`chatee.agent_sessions`), so it gets the same validation, ownership checks and limits as any
-other client; a refusal comes back as a tool error. The MCP transport runs stateless with JSON
-responses: any API process can serve any request.
+other client; a refusal comes back as a tool error. The MCP transport runs stateless: any API
+process can serve any request. A call that sends a progress token (`_meta.progressToken`) hears
+the turn while it runs — MCP progress notifications carrying step names and the reply's text as
+it streams — so its response is an SSE stream rather than one JSON body.
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ from starlette.types import Receive, Scope, Send
 from api.deps import authenticate
 from api.errors import domain_response, problem_response
 from chatee import agent_sessions, agents
+from chatee.bus import Event
 from chatee.config import Settings
 from chatee.errors import ChateeError, Unavailable
 from chatee.ids import parse_id
 from chatee.logging import get_logger
 from chatee.models import Agent
 from chatee.services import Services
+from workflows import events
 
 log = get_logger(__name__)
 
@@ -83,9 +87,8 @@ class AgentsMcpServer:
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
         # a session manager runs once: every app start gets a fresh one
-        self._sessions = StreamableHTTPSessionManager(
-            app=self.server, stateless=True, json_response=True
-        )
+        # SSE responses: a JSON one has no room for a call's progress notifications
+        self._sessions = StreamableHTTPSessionManager(app=self.server, stateless=True)
         async with self._sessions.run():
             yield
         self._sessions = None
@@ -171,10 +174,16 @@ class AgentsMcpServer:
         )
         if retry is not None:
             return _error(f"too many writes from this user; retry in {retry} s")
-        return await self._turn(svc, user_id, agent, message, session_id)
+        return await self._turn(ctx, svc, user_id, agent, message, session_id)
 
     async def _turn(
-        self, svc: Services, user_id: int, agent: Agent, message: str, session_id: str | None
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        svc: Services,
+        user_id: int,
+        agent: Agent,
+        message: str,
+        session_id: str | None,
     ) -> types.CallToolResult:
         async with svc.sessionmaker() as db:
             try:
@@ -194,10 +203,15 @@ class AgentsMcpServer:
             accepted = await agent_sessions.submit_turn(svc, user_id, session.id, message, None)
         except ChateeError as exc:
             return _error(f"the message was not accepted: {exc.detail}", session_id)
-        events = agent_sessions.turn_events(svc, session.id, accepted.after, accepted.turn_id)
+        stream = agent_sessions.turn_events(svc, session.id, accepted.after, accepted.turn_id)
+        heard = 0
         try:
             async with asyncio.timeout(self.turn_timeout):
-                async for event in events:
+                async for event in stream:
+                    note = progress_note(event)
+                    if note is not None:  # a no-op unless the call asked for progress
+                        heard += 1
+                        await ctx.session.report_progress(heard, message=note)
                     ending = agent_sessions.turn_ending(event)
                     if isinstance(ending, agent_sessions.Done):
                         return types.CallToolResult(
@@ -222,6 +236,26 @@ class AgentsMcpServer:
                 session_id,
             )
         return _error("the event stream ended before the turn did", session_id)
+
+
+def progress_note(event: Event) -> str | None:
+    """What a progress notification says of a turn's event: the step that starts, the reply's
+    text as it streams, the tools it calls (None: nothing worth a notification)."""
+    data = event.data
+    match event.event:
+        case events.STEP_STARTED:
+            return f"step {data.get('step')}: {data.get('action')}"
+        case events.MESSAGE_DELTA:
+            return data.get("text") or None
+        case events.STEP_RETRY:
+            return f"step {data.get('step')} runs again ({data.get('reason')}): drop its text"
+        case events.TOOL_CALL:
+            return f"calling {data.get('name')}"
+        case events.TOOL_RESULT:
+            return f"{data.get('name') or 'the tool'} answered"
+        case events.HUMAN_REQUEST:
+            return f"waiting for a person: {data.get('prompt')}"
+    return None
 
 
 def _caller(ctx: ServerRequestContext[Any, Any]) -> int:

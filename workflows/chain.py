@@ -7,8 +7,10 @@ Pure data and validation — safe to import from workflows and from the API.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 AG_ACCEPT = "AG_ACCEPT"
 AG_REFUSE = "AG_REFUSE"
@@ -60,7 +62,14 @@ _PARAMS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
         "tool": ((str,), True),
         "arguments": ((dict,), False),
     },
-    AG_CALL_AG: {"agent_id": ((str,), True), "task": ((str,), False)},
+    # another Chatee agent of the same owner (`agent_id`), or a remote A2A agent (`a2a_url`,
+    # with the HTTP `headers` it needs — secrets: see chatee/a2a_remote.py)
+    AG_CALL_AG: {
+        "agent_id": ((str,), False),
+        "a2a_url": ((str,), False),
+        "headers": ((dict,), False),
+        "task": ((str,), False),
+    },
     AG_CALL_HUMAN: {
         "prompt": ((str,), False),
         "timeout_seconds": ((int, float), False),
@@ -72,6 +81,10 @@ _PARAMS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
 }
 MAX_STEPS = 32
 MAX_DEPTH = 3
+MAX_URL_CHARS = 2048
+MAX_HEADERS = 20
+MAX_HEADER_CHARS = 8192
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 9110 token
 
 
 def parse_chain(template: list[Any], where: str = "chain", depth: int = 0) -> list[Action]:
@@ -125,6 +138,8 @@ def _check_specifics(kind: str, params: dict[str, Any], where: str, depth: int) 
             raise ChainError(f"{where}.on_timeout: 'fail' or 'continue'")
         if params.get("timeout_seconds", 1) <= 0:
             raise ChainError(f"{where}.timeout_seconds: must be positive")
+    if kind == AG_CALL_AG:
+        _check_call_agent(params, where)
     if kind in (AG_MEMORY_LOAD, AG_MEMORY_STORE) and params.get("scope", "all") not in (
         "agent",
         "user",
@@ -136,6 +151,40 @@ def _check_specifics(kind: str, params: dict[str, Any], where: str, depth: int) 
     for key in ("top_k", "max_tool_rounds"):
         if key in params and not 1 <= params[key] <= 50:
             raise ChainError(f"{where}.{key}: between 1 and 50")
+
+
+def _check_call_agent(params: dict[str, Any], where: str) -> None:
+    """One target: a Chatee agent or a remote A2A agent. The remote URL's host is checked
+    against the deny-list where DNS is at hand (chatee/a2a_remote.py), not here."""
+    if ("agent_id" in params) == ("a2a_url" in params):
+        raise ChainError(f"{where}: AG_CALL_AG needs either 'agent_id' or 'a2a_url'")
+    if "agent_id" in params:
+        if "headers" in params:
+            raise ChainError(f"{where}.headers: only for a remote agent ('a2a_url')")
+        return
+    url = params["a2a_url"]
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise ChainError(f"{where}.a2a_url: {exc}") from None
+    if len(url) > MAX_URL_CHARS or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ChainError(
+            f"{where}.a2a_url: an http:// or https:// URL with a host, "
+            f"at most {MAX_URL_CHARS} characters"
+        )
+    headers = params.get("headers", {})
+    if len(headers) > MAX_HEADERS:
+        raise ChainError(f"{where}.headers: at most {MAX_HEADERS}")
+    for name, value in headers.items():
+        if not _HEADER_NAME.match(name):
+            raise ChainError(f"{where}.headers: {name!r} is not a valid header name")
+        if not isinstance(value, str) or len(value) > MAX_HEADER_CHARS:
+            raise ChainError(
+                f"{where}.headers.{name}: a string of at most {MAX_HEADER_CHARS} characters"
+            )
+        if any(c in value for c in "\r\n\0"):
+            raise ChainError(f"{where}.headers.{name}: no line breaks or NUL characters")
 
 
 def to_template(actions: list[Action]) -> list[Any]:
@@ -187,6 +236,12 @@ class ChainBuilder:
 
     def call_agent(self, agent_id: str, task: str | None = None) -> ChainBuilder:
         return self._add(AG_CALL_AG, agent_id=agent_id, task=task)
+
+    def call_remote_agent(
+        self, a2a_url: str, headers: dict[str, str] | None = None, task: str | None = None
+    ) -> ChainBuilder:
+        """A remote A2A agent: `a2a_url` is its agent card's URL or its base URL."""
+        return self._add(AG_CALL_AG, a2a_url=a2a_url, headers=headers, task=task)
 
     def call_human(
         self,

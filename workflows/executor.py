@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -71,6 +72,17 @@ from workflows.types import (
 )
 
 NON_RETRYABLE = ["LLMNotConfigured", "AgentNotFound", "ProviderRejected", "BadChain"]
+# chatee/a2a_remote.py raises these as non-retryable already; listed so the policy says so too
+REMOTE_NON_RETRYABLE = [
+    "RemoteAgentRefused",
+    "RemoteAgentUnsupported",
+    "RemoteAgentRejected",
+    "RemoteAgentCancelled",
+    "RemoteAgentInputRequired",
+    "RemoteAgentChanged",
+    "RemoteAgentError",
+]
+REMOTE_AGENT_SECONDS = 300  # one attempt at a remote agent's answer
 DEFAULT_HUMAN_TIMEOUT = 24 * 3600
 
 # -- how each activity of a turn runs -----------------------------------------------------
@@ -117,6 +129,20 @@ def presets(opts: TurnOptions) -> dict[str, Preset]:
             heartbeat=timedelta(seconds=60),
             wait_for_cancel=True,
         ),
+        # a remote A2A agent: like a tool, a network call to someone else's server; a failed
+        # remote task is asked again (as a new task) a few times, a refusal never
+        "remote_agent": Preset(
+            names.TOOLS_QUEUE,
+            timedelta(seconds=REMOTE_AGENT_SECONDS),
+            RetryPolicy(
+                initial_interval=timedelta(seconds=1),
+                maximum_interval=timedelta(seconds=30),
+                maximum_attempts=5,
+                non_retryable_error_types=[*NON_RETRYABLE, *REMOTE_NON_RETRYABLE],
+            ),
+            heartbeat=timedelta(seconds=10),  # a cancel arrives within ~8 s (heartbeat throttle)
+            wait_for_cancel=True,
+        ),
         "rag": Preset(names.RAG_QUEUE, STEP, QUICK_RETRY),
         "memory": Preset(names.RAG_QUEUE, STEP, QUICK_RETRY),
         "messages": Preset(names.MESSAGES_QUEUE, STEP, QUICK_RETRY),
@@ -139,6 +165,7 @@ KINDS: dict[str, str] = {
     names.GENERATE_REPLY: "llm",
     names.DECIDE_OPTION: "llm",
     names.CALL_MCP_TOOL: "tool",
+    names.CALL_REMOTE_AGENT: "remote_agent",
     names.RETRIEVE: "rag",
     names.LOAD_MEMORY: "memory",
     names.STORE_MEMORY: "memory",
@@ -444,6 +471,8 @@ class ChainExecutor:
         return Outcome(result.summary)
 
     async def _call_agent(self, action: Action, step: StepState, last: bool) -> Outcome:
+        if "a2a_url" in action.params:  # a remote A2A agent: one activity, not a child workflow
+            return await self._call_remote_agent(action, step, last)
         await self._announce(step)
         task = AgentTaskInput(
             parent_session_id=self.ctx.session_id,
@@ -471,6 +500,17 @@ class ChainExecutor:
         inp = self._input(action, step, last)
         inp.params = {"copy_message_id": answer.message_id, "as_reply": last}
         result = await self._activity(names.STORE_REPLY, inp, "store the other agent's answer")
+        return Outcome(
+            result.summary,
+            result.message_id if last else None,
+            turn_completed=result.turn_completed,
+        )
+
+    async def _call_remote_agent(self, action: Action, step: StepState, last: bool) -> Outcome:
+        inp = self._input(action, step, last)
+        inp.params["as_reply"] = last
+        host = urlsplit(str(action.params["a2a_url"])).hostname
+        result = await self._activity(names.CALL_REMOTE_AGENT, inp, f"ask remote agent at {host}")
         return Outcome(
             result.summary,
             result.message_id if last else None,
