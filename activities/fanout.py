@@ -1,7 +1,7 @@
 """Fan-out and agent-relay activities of the `chatee-messages` queue (see workflows/fanout.py).
 
-Every activity here may run twice: deliveries are idempotent per (user, message) in the
-ledger, the agent's reply is appended under client_msg_id `turn:<turn id>`, and the relay
+Every activity here may run twice: deliveries are idempotent per (user, message, change) in
+the ledger, the agent's reply is appended under client_msg_id `turn:<turn id>`, and the relay
 resumes from the stream id it last heartbeated (events after it may be relayed again; clients
 drop an `agent.event` whose `id` they have seen).
 """
@@ -14,7 +14,12 @@ from temporalio import activity
 
 from chatee.bus import Event
 from chatee.messaging import conversations, ledger
-from chatee.messaging.fanout import batch_bounds, deliver_and_push, member_users
+from chatee.messaging.fanout import (
+    batch_bounds,
+    deliver_and_push,
+    deliver_change_and_push,
+    member_users,
+)
 from chatee.messaging.types import Draft
 from chatee.models import Conversation, Message
 from chatee.services import Services
@@ -52,7 +57,11 @@ class FanoutActivities:
     @activity.defn(name=names.PLAN_FANOUT)
     async def plan(self, inp: FanoutInput) -> FanoutPlan:
         """User-id ranges of `batch_size` members each: ids in workflow history, not bodies."""
-        row = await ledger.message_row(self.services.sessionmaker, int(inp.message_id))
+        sm = self.services.sessionmaker
+        if inp.item == "change":
+            row = (await ledger.change_rows(sm, [int(inp.message_id)])).get(int(inp.message_id))
+        else:
+            row = await ledger.message_row(sm, int(inp.message_id))
         if row is None:
             return FanoutPlan(None, [])
         async with self.services.sessionmaker() as db:
@@ -69,19 +78,33 @@ class FanoutActivities:
 
     @activity.defn(name=names.DELIVER_BATCH)
     async def deliver_batch(self, batch: BatchInput) -> int:
-        message = await self.store.get(int(batch.message_id))
-        if message is None:
-            return 0
         upto = int(batch.upto_user) if batch.upto_user is not None else None
         users = await member_users(
             self.services.sessionmaker, int(batch.audience_id), int(batch.after_user), upto
         )
+        m = self.services.messenger
+        if batch.item == "change":
+            change = await self.store.get_change(int(batch.message_id))
+            if change is None:
+                return 0
+            change = await m.named_change(change)
+            items = await deliver_change_and_push(
+                self.store, self.pushes, change, users, path="workflow"
+            )
+            return len(items)
+        message = await self.store.get(int(batch.message_id))
+        if message is None:
+            return 0
+        (message,) = await m.named([message])
         items = await deliver_and_push(self.store, self.pushes, message, users, path="workflow")
         return len(items)
 
     @activity.defn(name=names.FINISH_FANOUT)
     async def finish(self, message_id: str) -> None:
+        """Mark the message, or the change with this id, fanned out (ids are unique across
+        both: snowflakes)."""
         await self.store.mark_fanned_out(int(message_id))
+        await self.store.mark_change_done(int(message_id))
 
     @activity.defn(name=names.RELAY_AGENT_TURN)
     async def relay(self, inp: RelayInput) -> RelayOutcome:

@@ -77,6 +77,7 @@ class ToolActivities:
             content=fit(body, self.services.settings.limits.max_message_bytes),
             turn_id=int(turn),
             tool_call_id=call_id,
+            tool_name=name,
         )
         return await self._finish(inp, message, body, name)
 

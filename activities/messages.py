@@ -14,6 +14,7 @@ from temporalio.exceptions import ApplicationError
 from activities.steps import announce, complete
 from activities.turns import finish_turn
 from chatee import session_store
+from chatee.a2a_remote import redact_chain
 from chatee.ids import new_id
 from chatee.models import Agent, Message, Session
 from chatee.services import Services
@@ -151,7 +152,11 @@ class MessageActivities:
             ).scalar_one_or_none()
             if done is not None:
                 return TaskSession(
-                    str(done.session_id), str(done.turn_id), str(done.id), agent.chain, agent.name
+                    str(done.session_id),
+                    str(done.turn_id),
+                    str(done.id),
+                    redact_chain(agent.chain),
+                    agent.name,
                 )
             text = task.task or await _asked(db, task)
             session_id = new_id()
@@ -175,7 +180,11 @@ class MessageActivities:
             turn_id=new_id(),
         )
         return TaskSession(
-            str(message.session_id), str(message.turn_id), str(message.id), agent.chain, agent.name
+            str(message.session_id),
+            str(message.turn_id),
+            str(message.id),
+            redact_chain(agent.chain),  # header secrets stay out of the history
+            agent.name,
         )
 
 

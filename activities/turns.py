@@ -87,6 +87,7 @@ async def close_open_tool_calls(
                 ),
                 turn_id=turn_id,
                 tool_call_id=call["id"],
+                tool_name=call.get("name"),
             )
 
 

@@ -5,11 +5,11 @@ Ids are strings: 64-bit snowflakes do not fit a JavaScript number.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from chatee.timefmt import Timestamp
 from workflows.chain import DEFAULT_CHAIN, ChainError, parse_chain
 
 Id = str
@@ -17,16 +17,64 @@ DoubleTexting = Literal["queue", "interrupt", "reject", "rollback"]
 ToolPolicy = Literal["allow", "deny", "approve"]
 
 
+PASSWORD_MAX = 256
+DisplayName = Annotated[str, Field(min_length=1, max_length=64)]
+
+
 class Credentials(BaseModel):
+    """What logging in takes. Nothing is checked but size: a wrong password, however short,
+    is answered 401 like a wrong username."""
+
     model_config = ConfigDict(extra="forbid")
-    username: str = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
-    password: str = Field(min_length=8, max_length=256)
+    username: str = Field(max_length=256)  # sizes only bound the work; no one has such a name
+    password: str = Field(max_length=1024)
 
     @field_validator("username")
     @classmethod
     def _case_insensitive(cls, username: str) -> str:
         """Usernames are case-insensitive on every database (MySQL's collation already is)."""
         return username.lower()
+
+
+class Registration(Credentials):
+    username: str = Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    password: str = Field(min_length=8, max_length=PASSWORD_MAX)
+    display_name: DisplayName | None = Field(None, description="what others see; default: username")
+
+
+class MeOut(BaseModel):
+    id: Id
+    username: str
+    display_name: str
+    created_at: Timestamp
+
+
+class MeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    display_name: DisplayName | None = None
+
+
+class PasswordIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    current_password: str = Field(max_length=PASSWORD_MAX)
+    new_password: str = Field(min_length=8, max_length=PASSWORD_MAX)
+
+
+class DeleteMeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    password: str = Field(max_length=PASSWORD_MAX)
+
+
+class UserOut(BaseModel):
+    """A public profile: what anyone signed in may see of a user."""
+
+    id: Id
+    username: str
+    display_name: str
+
+
+class UserPage(BaseModel):
+    items: list[UserOut]
 
 
 class AuthResult(BaseModel):
@@ -80,8 +128,8 @@ class AgentOut(BaseModel):
     double_texting: str
     memory: dict[str, Any]
     tool_policy: dict[str, str]
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class SessionIn(BaseModel):
@@ -94,8 +142,8 @@ class StepOut(BaseModel):
     index: int
     action: str
     status: str
-    started_at: str | None = None
-    ended_at: str | None = None
+    started_at: Timestamp | None = None
+    ended_at: Timestamp | None = None
     result: str | None = None
 
 
@@ -120,8 +168,14 @@ class SessionOut(BaseModel):
     title: str | None
     workflow_id: str
     status: str
-    created_at: datetime
+    created_at: Timestamp
     state: SessionStateOut | None = None
+
+
+class ToolCallOut(BaseModel):
+    id: str
+    name: str
+    arguments: str = Field(description="JSON text, as the model wrote it")
 
 
 class MessageOut(BaseModel):
@@ -129,8 +183,13 @@ class MessageOut(BaseModel):
     role: str
     content: str
     turn_id: Id
-    created_at: datetime
+    created_at: Timestamp
     usage: dict[str, Any] | None = None
+    tool_calls: list[ToolCallOut] | None = Field(
+        None, description="an assistant message that asked for tools: the calls"
+    )
+    tool_call_id: str | None = Field(None, description="a tool message: the call it answers")
+    name: str | None = Field(None, description="a tool message: the tool that answered")
 
 
 class MessagePage(BaseModel):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas import MessageOut, MessagePage
+from chatee.timefmt import Timestamp
 
 Id = str
 DocumentStatus = Literal["pending", "processing", "ready", "failed"]
@@ -24,8 +24,8 @@ class KnowledgeBaseOut(BaseModel):
     name: str
     description: str
     documents: int = 0
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class Progress(BaseModel):
@@ -44,8 +44,8 @@ class DocumentOut(BaseModel):
     size_bytes: int
     content_hash: str
     progress: Progress
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class DocumentPage(BaseModel):
@@ -131,7 +131,7 @@ class MemoryOut(BaseModel):
     key: str
     value: str
     scope: MemoryScope
-    updated_at: datetime
+    updated_at: Timestamp
 
 
 class MemoryPage(BaseModel):

@@ -1,8 +1,9 @@
-"""Group chat fan-out through one API process: deliveries/s and send→deliver latency.
+"""Group chat fan-out through one API process: deliveries/s and send→deliver latency, for
+messages and, in the same run, for reactions.
 
     python -m bench.chat_fanout [--clients 1000] [--group 10] [--rates 100,200,...,1300]
-                                [--step-seconds 8] [--client-procs 2] [--db sqlite|mariadb]
-                                [--apis 1] [--out FILE]
+                                [--reaction-rates 100,200,400] [--step-seconds 8]
+                                [--client-procs 2] [--db sqlite|mariadb] [--apis 1] [--out FILE]
 
 The scenario of issue #5: 1,000 WebSocket clients (one user each) in groups of 10 (100 group
 conversations), all connected to ONE `chatee api` process. Every member sends into its group with
@@ -18,6 +19,12 @@ server shows up as latency, not as a slower generator):
 * CPU seconds the API process used per send (from /proc).
 
 The ladder stops after the first saturated step (deliveries < 90 % of offered, or p99 > 1 s).
+
+Then, on the same sockets, a second ladder offers reactions (`--reaction-rates`): each member
+toggles 👍 on its group's first message (`reaction.add` / `reaction.remove` frames, one in
+flight per member), and every member gets an `inbox.event` of kind `reaction` through the
+same ledger and fan-out as a message. Latency there is request sent → the reactor's own socket
+receives the event; deliveries count every member's.
 
 The load generator runs in `--client-procs` separate processes (spawned; each one asyncio loop
 on uvloop holding its share of the sockets, whole groups per process), never in the API process.
@@ -215,6 +222,17 @@ async def make_group(client: httpx.AsyncClient, token: str, members: list[int]) 
     return str(r.json()["id"])
 
 
+async def make_target(client: httpx.AsyncClient, token: str, group: str) -> str:
+    """The message a group's members react to."""
+    r = await client.post(
+        f"/api/v1/conversations/{group}/messages",
+        json={"content": "react to me", "client_msg_id": "bench-target"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    r.raise_for_status()
+    return str(r.json()["id"])
+
+
 # -- the load generator: client processes -------------------------------------------------------
 
 
@@ -225,6 +243,7 @@ class Spec:
     user_id: int
     url: str
     group: str = ""
+    target: str = ""  # the group's message its member reacts to
 
 
 @dataclass
@@ -240,12 +259,16 @@ class Stats:
     last_delivery: float = 0.0
     errors: Counter[str] = field(default_factory=Counter)
     gaps: int = 0
+    mode: str = "message"  # what a step offers: message | reaction
 
 
 class Client:
     """One benchmark socket. Checks that its `inbox_seq`s arrive gap-free."""
 
-    __slots__ = ("ws", "spec", "last_seq", "pending", "pong", "task", "got")
+    __slots__ = (
+        "ws", "spec", "last_seq", "pending", "pong", "task", "got", "reacted", "reacting",
+        "reaction_sent", "acks", "react_ref",
+    )  # fmt: skip
 
     def __init__(self, ws: Any, spec: Spec) -> None:
         self.ws = ws
@@ -255,6 +278,11 @@ class Client:
         self.pong: asyncio.Future[None] | None = None
         self.task: asyncio.Task[None] | None = None
         self.got = 0  # deliveries in the current step
+        self.reacted = False  # our 👍 is on the target message
+        self.reacting = False  # a reaction request is in flight
+        self.reaction_sent: list[int] = []  # send times of reactions not seen back yet (ns)
+        self.acks = 0  # reaction changes accepted in the current step
+        self.react_ref = ""  # the `ref` of the reaction frame in flight
 
     async def read(self, stats: Stats) -> None:
         try:
@@ -271,11 +299,22 @@ class Client:
                 now = time.monotonic_ns()
                 frame = json.loads(raw)
                 kind = frame.get("type")
-                if kind == "message.new":
+                if kind in ("message.new", "inbox.event"):
                     seq = frame["inbox_seq"]
                     if self.last_seq is not None and seq != self.last_seq + 1:
                         stats.gaps += 1
                     self.last_seq = seq
+                if kind == "inbox.event":
+                    if stats.recording and stats.mode == "reaction":
+                        stats.deliveries += 1
+                        self.got += 1
+                        stats.last_delivery = now / 1e9
+                        if frame["reaction"]["user_id"] == str(self.spec.user_id):
+                            stats.own += 1
+                            if self.reaction_sent:
+                                sent = self.reaction_sent.pop(0)
+                                stats.latencies_ms.append((now - sent) / 1e6)
+                elif kind == "message.new":
                     content = frame["message"]["content"]
                     if stats.recording and content.startswith("b:"):
                         stats.deliveries += 1
@@ -288,6 +327,12 @@ class Client:
                     if sent is not None:
                         stats.acked += 1
                         stats.ack_ms.append((now - sent) / 1e6)
+                elif kind == "message.changed" or (
+                    kind == "error" and self.react_ref and frame.get("ref") == self.react_ref
+                ):
+                    if kind == "error":
+                        stats.errors[str(frame.get("code"))] += 1
+                    self.reacted_back(stats, frame, now)
                 elif kind == "pong":
                     if self.pong is not None and not self.pong.done():
                         self.pong.set_result(None)
@@ -312,6 +357,37 @@ class Client:
                 }
             )
         )
+
+    async def react(self, stats: Stats) -> None:
+        """Toggle our 👍 on the group's target message (`reaction.add` / `reaction.remove`,
+        one in flight); `message.changed` answers it. The event may reach our socket before
+        the answer does: the send time is noted first."""
+        self.reacting = True
+        now = time.monotonic_ns()
+        stats.sent += 1
+        self.reaction_sent.append(now)
+        self.react_ref = f"r{now}"
+        frame = {
+            "type": "reaction.remove" if self.reacted else "reaction.add",
+            "conversation_id": self.spec.group,
+            "message_id": self.spec.target,
+            "emoji": "👍",
+            "ref": self.react_ref,
+        }
+        await self.ws.send(json.dumps(frame))
+
+    def reacted_back(self, stats: Stats, frame: dict[str, Any], now: int) -> None:
+        """The answer to our reaction frame (`message.changed`, or an `error`)."""
+        sent = int(self.react_ref[1:])
+        self.react_ref = ""
+        self.reacting = False
+        if frame["type"] == "message.changed":
+            self.reacted = not self.reacted
+            self.acks += 1
+            stats.acked += 1
+            stats.ack_ms.append((now - sent) / 1e6)
+        elif sent in self.reaction_sent:
+            self.reaction_sent.remove(sent)
 
     async def ping(self) -> bool:
         self.pong = asyncio.get_running_loop().create_future()
@@ -375,6 +451,8 @@ async def _client_main(pipe: Pipe, specs: list[Spec], concurrency: int, deflate:
             pipe.send({"pongs": sum(results), "sockets": len(clients), "errors": stats.errors})
         elif command == "step":
             pipe.send(await _step(clients, stats, args["rate"], args["seconds"]))
+        elif command == "react":
+            pipe.send(await _react_step(clients, stats, args["rate"], args["seconds"]))
         elif command == "close":
             await asyncio.gather(*(c.ws.close() for c in clients), return_exceptions=True)
             pipe.send({"closed": len(clients)})
@@ -430,6 +508,74 @@ async def _step(clients: list[Client], stats: Stats, rate: float, seconds: float
         "sent": stats.sent,
         "acked": stats.acked,
         "unacked": sum(len(c.pending) for c in senders),
+        "expected_deliveries": expected,
+        "deliveries": stats.deliveries,
+        "own": stats.own,
+        "first_send": stats.first_send,
+        "sending_s": sent_done - start,
+        "last_delivery": stats.last_delivery,
+        "latencies_ms": stats.latencies_ms,
+        "ack_ms": stats.ack_ms,
+        "errors": dict(stats.errors),
+        "gaps": stats.gaps,
+        "sockets_without_delivery": sum(c.got == 0 for c in senders),
+    }
+
+
+async def _react_step(
+    clients: list[Client], stats: Stats, rate: float, seconds: float
+) -> dict[str, Any]:
+    """`_step` for reactions: `rate` reaction changes/s over the sockets, each delivered to
+    every member of the reactor's group as an `inbox.event`."""
+    senders = [c for c in clients if c.spec.target and c.task is not None and not c.task.done()]
+    group_size = Counter(c.spec.group for c in senders)
+    stats.deliveries = stats.own = stats.sent = stats.acked = stats.gaps = 0
+    stats.latencies_ms, stats.ack_ms, stats.errors = [], [], Counter()
+    stats.first_send, stats.last_delivery = time.monotonic(), 0.0
+    stats.mode, stats.recording = "reaction", True
+    for c in clients:
+        c.got, c.acks = 0, 0
+        c.reaction_sent = []
+    start, n, skipped = time.monotonic(), 0, 0
+    order = senders[:]
+    random.Random(rate).shuffle(order)
+    while rate > 0 and order:
+        due = start + n / rate
+        if due - start >= seconds:
+            break
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        client = order[n % len(order)]
+        n += 1
+        if client.reacting:
+            skipped += 1
+            continue
+        try:
+            await client.react(stats)
+        except Exception as exc:  # closed under us: counted, never retried
+            stats.errors[f"send-{type(exc).__name__}"] += 1
+            client.reacting = False
+    sent_done = time.monotonic()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not any(c.reacting for c in senders):
+            break
+        await asyncio.sleep(0.05)
+    # each accepted change reaches every member of the reactor's group
+    expected = sum(group_size[c.spec.group] * c.acks for c in senders)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if stats.deliveries >= expected:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)
+    stats.recording, stats.mode = False, "message"
+    return {
+        "sent": stats.sent,
+        "acked": stats.acked,
+        "unacked": stats.sent - stats.acked,
+        "skipped_in_flight": skipped,
         "expected_deliveries": expected,
         "deliveries": stats.deliveries,
         "own": stats.own,
@@ -571,13 +717,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         log(f"creating {len(groups)} groups of {args.group}")
         async with httpx.AsyncClient(base_url=w.apis[0].base, timeout=60) as http:
             group_ids = [await make_group(http, tokens[g[0]], g[1:]) for g in groups]
+            targets = [
+                await make_target(http, tokens[g[0]], gid)
+                for g, gid in zip(groups, group_ids, strict=True)
+            ]
         ws_bases = [a.base.replace("http://", "ws://") + "/ws" for a in w.apis]
         per_proc: list[list[Spec]] = [[] for _ in range(args.client_procs)]
         n = 0
         for k, (members, gid) in enumerate(zip(groups, group_ids, strict=True)):
             for u in members:  # a whole group per generator process
                 url = f"{ws_bases[n % len(ws_bases)]}?token={tokens[u]}"
-                per_proc[k % args.client_procs].append(Spec(u, url, gid))
+                spec = Spec(u, url, gid, targets[k])
+                per_proc[k % args.client_procs].append(spec)
                 n += 1
         gens = Generators(per_proc, concurrency=50)
         try:
@@ -617,6 +768,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 max(ok, key=lambda s: s["deliveries_per_s"])["deliveries_per_s"] if ok else None
             )
             report["best_deliveries_per_s"] = max(s["deliveries_per_s"] for s in steps)
+            reaction_steps = []
+            for rate in args.reaction_rates:
+                log(f"reactions: {rate} changes/s offered for {args.step_seconds} s")
+                step = await _run_step(gens, pids, rate, args.step_seconds, "react")
+                reaction_steps.append(step)
+                log(
+                    f"  -> {step['deliveries_per_s']} deliveries/s, send→own delivery p50 "
+                    f"{step['send_to_deliver_ms'].get('p50')} p99 "
+                    f"{step['send_to_deliver_ms'].get('p99')} ms, api cpu "
+                    f"{step['api_cpu_ms_per_send']} ms/change"
+                )
+                p99 = step["send_to_deliver_ms"].get("p99", 1e9)
+                if step["deliveries_per_s"] < 0.9 * rate * args.group or p99 > 1000:
+                    break
+            report["reaction_steps"] = reaction_steps
+            if reaction_steps:
+                report["best_reaction_deliveries_per_s"] = max(
+                    s["deliveries_per_s"] for s in reaction_steps
+                )
         finally:
             await gens.stop()
             if args.logs:
@@ -628,12 +798,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _run_step(
-    gens: Generators, pids: list[int], rate: float, seconds: float
+    gens: Generators, pids: list[int], rate: float, seconds: float, command: str = "step"
 ) -> dict[str, Any]:
     share = [size / sum(gens.sizes) for size in gens.sizes]
     cpu0 = [proc_cpu_s(p) for p in pids]
     gen0 = gens.cpu_s()
-    parts = await gens.ask("step", [{"rate": rate * s, "seconds": seconds} for s in share])
+    parts = await gens.ask(command, [{"rate": rate * s, "seconds": seconds} for s in share])
     cpu = sum(proc_cpu_s(p) for p in pids) - sum(cpu0)
     step = merge_step(parts, rate, seconds)
     step["api_cpu_s"] = round(cpu, 2)
@@ -651,6 +821,11 @@ def main() -> None:
         default="100,200,400,800,1000,1100,1200,1300",
         help="offered sends/s, one step each",
     )
+    parser.add_argument(
+        "--reaction-rates",
+        default="100,200,400,800",
+        help="offered reaction changes/s, one step each, after the message steps ('' for none)",
+    )
     parser.add_argument("--step-seconds", type=float, default=8)
     parser.add_argument("--client-procs", type=int, default=2)
     parser.add_argument("--apis", type=int, default=1)
@@ -659,6 +834,7 @@ def main() -> None:
     parser.add_argument("--logs", type=Path, help="copy the API processes' logs here")
     args = parser.parse_args()
     args.rates = [float(r) for r in args.rates.split(",") if r]
+    args.reaction_rates = [float(r) for r in args.reaction_rates.split(",") if r]
     emit(asyncio.run(run(args)), args.out)
 
 

@@ -26,11 +26,13 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from chatee import session_store, temporal
-from chatee.bus import Event
+from chatee.a2a_remote import redact_chain
+from chatee.bus import Event, stream_key
 from chatee.config import Settings
 from chatee.errors import Conflict, NotFound, TooLarge, Unavailable
 from chatee.ids import new_id
-from chatee.models import Agent, Message, Session
+from chatee.models import Agent, ConversationAgent, Message, Session, Turn
+from chatee.redis import REDIS_ERRORS
 from chatee.services import Services
 from workflows.agent_session import AgentSession
 from workflows.chain import DEFAULT_CHAIN
@@ -128,14 +130,17 @@ def new_session(user_id: int, agent: Agent, title: str | None) -> Session:
 
 
 async def start_session(
-    svc: Services, db: AsyncSession, agent: Agent, title: str | None
+    svc: Services, db: AsyncSession, agent: Agent, title: str | None, thread_id: str | None = None
 ) -> Session:
     """A new session of the caller's `agent` (the caller owns it), with its workflow: no row
-    is kept without its workflow."""
+    is kept without its workflow. With `thread_id` (a protocol client's conversation id), a
+    session the same thread already has makes the flush raise IntegrityError, before any
+    workflow starts (chatee/agui_runs.py)."""
     most = svc.settings.security.max_sessions_per_user
     if most and await _open_sessions(db, agent.owner_id) >= most:
         raise Conflict(f"at most {most} open sessions per user; close one", "too-many-sessions")
     session = new_session(agent.owner_id, agent, title)
+    session.thread_id = thread_id
     db.add(session)
     await db.flush()
     try:
@@ -256,8 +261,16 @@ async def store_user_message(
 UNCONFIRMED = "turn-unconfirmed"
 
 
-async def offer_turn(svc: Services, session: Session, agent: Agent, message: Message) -> None:
-    """Put the message's turn in the actor's mailbox (the `send_message` update)."""
+async def offer_turn(
+    svc: Services,
+    session: Session,
+    agent: Agent,
+    message: Message,
+    double_texting: str | None = None,
+) -> None:
+    """Put the message's turn in the actor's mailbox (the `send_message` update), under the
+    agent's double-texting policy or `double_texting` (an edited conversation message re-runs
+    its turn with `rollback`)."""
     turn_id = str(message.turn_id)
     try:
         # the handler only queues the turn, so the update completes as soon as it is accepted
@@ -266,8 +279,9 @@ async def offer_turn(svc: Services, session: Session, agent: Agent, message: Mes
             SendMessage(
                 turn_id=turn_id,
                 message_id=str(message.id),
-                double_texting=agent.double_texting,
-                chain=agent.chain or list(DEFAULT_CHAIN),
+                double_texting=double_texting or agent.double_texting,
+                # header secrets stay out of the history: the step reads them from the agent
+                chain=redact_chain(agent.chain or list(DEFAULT_CHAIN)),
             ),
             id=f"turn-{turn_id}",
         )
@@ -351,3 +365,33 @@ async def turn_events(
         yield event
         if event.event in FINAL:
             return
+
+
+# -- deleting -----------------------------------------------------------------------------------
+
+
+async def delete_session(svc: Services, db: AsyncSession, session: Session) -> None:
+    """Stop the session's workflow at once (a running turn ends with it) and delete the
+    session, its messages, turns and event stream. A conversation that used it starts a new
+    one on its next @mention. Safe to repeat: each part is gone or goes."""
+    try:
+        await _handle(svc, session).terminate("session deleted")
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:  # NOT_FOUND: it had already ended
+            raise Unavailable("Temporal") from None
+    try:
+        await svc.redis.delete(stream_key(session.id))
+    except REDIS_ERRORS:
+        raise Unavailable("Redis") from None
+    for table in (Message, Turn):
+        await db.execute(delete(table).where(table.session_id == session.id))
+    await db.execute(delete(ConversationAgent).where(ConversationAgent.session_id == session.id))
+    await db.execute(delete(Session).where(Session.id == session.id))
+    await db.commit()
+
+
+async def delete_sessions_of(svc: Services, db: AsyncSession, user_id: int) -> None:
+    """Every session of a user (an account being deleted)."""
+    sessions = list(await db.scalars(select(Session).where(Session.user_id == user_id)))
+    for session in sessions:
+        await delete_session(svc, db, session)

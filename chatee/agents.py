@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chatee.a2a_remote import check_chain
 from chatee.errors import Invalid, NotFound
 from chatee.ids import new_id, parse_id
 from chatee.llm import provider_names
@@ -94,6 +95,8 @@ async def _apply(svc: Services, db: AsyncSession, agent: Agent, config: AgentCon
         parse_chain(config.chain)
     except ChainError as exc:
         raise Invalid(str(exc)) from None
+    # remote A2A agents: URLs past the deny-list, `***` headers kept from the stored chain
+    chain = await check_chain(config.chain, svc.settings, stored=agent.chain)
     agent.name = config.name
     agent.system_prompt = config.system_prompt
     agent.provider = provider
@@ -101,7 +104,7 @@ async def _apply(svc: Services, db: AsyncSession, agent: Agent, config: AgentCon
     agent.temperature = config.temperature
     agent.max_tokens = config.max_tokens
     agent.mcp_servers = config.mcp_servers
-    agent.chain = list(config.chain)
+    agent.chain = chain
     agent.double_texting = config.double_texting
     agent.memory = config.memory
     agent.tool_policy = config.tool_policy

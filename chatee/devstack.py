@@ -141,7 +141,7 @@ class DevStack:
         self._spawn("api", [*chatee, "api"])
         api = f"http://{self.settings.http_host}:{port}"
         wait_until(lambda: self._ready(f"{api}/readyz"), "the API", timeout=60)
-        self.urls.update({"API": f"{api}/api/v1", "API docs": f"{api}/docs"})
+        self.urls.update({"Web app": api, "API": f"{api}/api/v1", "API docs": f"{api}/docs"})
 
     def _ready(self, url: str) -> bool:
         self._check_children()

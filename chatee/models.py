@@ -47,11 +47,17 @@ class Base(DeclarativeBase):
 
 
 class User(Base):
+    """A person. Usernames are stored lower-cased; `search_name` is the lower-cased display
+    name (NULL once the account is deleted), so both prefix searches are index range scans on
+    SQLite and MySQL alike (chatee/people.py `search_users`)."""
+
     __tablename__ = "users"
+    __table_args__ = (Index("ix_users_search_name", "search_name"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     display_name: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    search_name: Mapped[str | None] = mapped_column(String(64), nullable=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -115,8 +121,9 @@ class Message(Base):
     usage: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # an assistant message that asked for tools: [{"id", "name", "arguments" (JSON text)}]
     tool_calls: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
-    # a tool result (role "tool") answers the call with this id
+    # a tool result (role "tool") answers the call with this id, made to the tool of this name
     tool_call_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    tool_name: Mapped[str | None] = mapped_column(String(128), nullable=True)
     # AG_RAG: the sources a retrieval note found [{document_id, chunk_id, start, end, score…}]
     citations: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -260,15 +267,60 @@ class ConversationMessage(Base):
     meta: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     fanout_status: Mapped[str] = mapped_column(String(8), default="pending")  # pending | done
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    edited_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # a tombstone: content gone, place and `seq` kept
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    deleted_by: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class MessageChange(Base):
+    """A change members must see (an edit, a deletion, a reaction, a membership change): the
+    ledger row its fan-out goes through, like a message's — `fanout_status` says whether every
+    member's inbox has it. `data` holds what the change itself says (an emoji and the count it
+    left, a member and their role); message bodies stay in the message store."""
+
+    __tablename__ = "message_changes"
+    __table_args__ = (Index("ix_message_changes_fanout", "fanout_status", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    conversation_id: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[int] = mapped_column(BigInteger, default=0)  # 0: not about a message
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)  # that message's seq
+    kind: Mapped[str] = mapped_column(String(24))
+    actor_id: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # users who must get it besides the audience's members (someone just removed)
+    extra_users: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
+    fanout_status: Mapped[str] = mapped_column(String(8), default="pending")  # pending | done
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# emoji compare byte for byte (MySQL's default collations take all of them to be equal)
+EmojiText = String(64).with_variant(mysql.VARCHAR(64, collation="utf8mb4_bin"), "mysql", "mariadb")
+
+
+class MessageReaction(Base):
+    """One person's reaction with one emoji to one message (so a second PUT changes nothing)."""
+
+    __tablename__ = "message_reactions"
+
+    message_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    emoji: Mapped[str] = mapped_column(EmojiText, primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class InboxEntry(Base):
-    """One message in one user's inbox. `inbox_seq` is gap-free per user (taken from
-    `user_inbox_counters` in the same transaction); (user, message) is unique, so a retried
-    fan-out never delivers twice."""
+    """One entry in one user's inbox: a message (`kind` `message`), or a change to one or to
+    the conversation (`change_id` names the `message_changes` row; 0 for a message).
+    `inbox_seq` is gap-free per user (taken from `user_inbox_counters` in the same
+    transaction); (user, message, change) is unique, so a retried fan-out never delivers
+    twice."""
 
     __tablename__ = "inbox_entries"
-    __table_args__ = (Index("uq_inbox_entries_user_message", "user_id", "message_id", unique=True),)
+    __table_args__ = (
+        Index("uq_inbox_entries_user_item", "user_id", "message_id", "change_id", unique=True),
+    )
 
     user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     inbox_seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
@@ -276,6 +328,8 @@ class InboxEntry(Base):
     conversation_id: Mapped[int] = mapped_column(BigInteger)
     seq: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(24), default="message", server_default="message")
+    change_id: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class UserInboxCounter(Base):

@@ -1,4 +1,5 @@
-"""People: register, log in, refresh, log out, and the API keys a user gives to services.
+"""People: register, log in, refresh, log out, the API keys a user gives to services, the
+account itself (`/me`: display name, password, deletion) and the user directory.
 
 A login is a refresh-token *family*: register/login start one and answer with a short-lived
 access token (a JWT) and a refresh token. A refresh token is traded for a new pair once: the old
@@ -8,6 +9,11 @@ outlives them. Logging out does the same for the caller's login and puts the acc
 itself on the deny-list until it expires.
 
 API keys (`chk_…`) are shown once, stored as a keyed hash, and carry scopes.
+
+A password change keeps the login that made it and revokes every other one. Deleting an
+account keeps its row (so its messages stay attributed, to "Deleted user"), frees its username,
+revokes every token and API key at once (a per-user deny-list key checked with the others),
+makes it leave its groups and removes its agents and agent sessions.
 """
 
 from __future__ import annotations
@@ -16,22 +22,34 @@ import asyncio
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
-from redis.exceptions import RedisError
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chatee.errors import ChateeError, Conflict, NotFound, Unauthorized, Unavailable
+from chatee import agent_sessions
+from chatee.errors import (
+    ChateeError,
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+)
 from chatee.ids import new_id
 from chatee.logging import get_logger
-from chatee.models import ApiKey, RefreshToken, User, utcnow
+from chatee.messaging import conversations
+from chatee.models import Agent, ApiKey, McpServer, RefreshToken, User, utcnow
+from chatee.redis import REDIS_ERRORS
 from chatee.security import (
     API_KEY_DISPLAY_CHARS,
     API_KEY_PREFIX,
     REFRESH_PREFIX,
     REVOKED_FAMILY,
     REVOKED_JTI,
+    REVOKED_USER,
     AccessClaims,
     hash_password,
     hash_secret,
@@ -44,6 +62,8 @@ from chatee.services import Services
 
 log = get_logger(__name__)
 _DUMMY_HASH = hash_password("not a real password")
+DELETED_NAME = "Deleted user"  # what a deleted account's messages and memberships show
+UNUSABLE_HASH = "!"  # no password verifies against it
 
 
 class UsernameTaken(Conflict):
@@ -68,8 +88,17 @@ class Login:
 # -- users -------------------------------------------------------------------------------------
 
 
-async def create_user(db: AsyncSession, username: str, password_hash: str) -> User:
-    user = User(id=new_id(), username=username, display_name=username, password_hash=password_hash)
+async def create_user(
+    db: AsyncSession, username: str, password_hash: str, display_name: str | None = None
+) -> User:
+    name = clean_display_name(display_name) if display_name else username
+    user = User(
+        id=new_id(),
+        username=username,
+        display_name=name,
+        search_name=name.lower(),
+        password_hash=password_hash,
+    )
     db.add(user)
     try:
         await db.commit()
@@ -80,14 +109,30 @@ async def create_user(db: AsyncSession, username: str, password_hash: str) -> Us
 
 
 async def user_by_name(db: AsyncSession, username: str) -> User | None:
-    return (await db.execute(select(User).where(User.username == username))).scalar_one_or_none()
+    stmt = select(User).where(User.username == username.lower(), User.deleted_at.is_(None))
+    return (await db.execute(stmt)).scalar_one_or_none()
+
+
+def clean_display_name(name: str) -> str:
+    """A display name as stored: surrounding and repeated whitespace collapsed; never empty."""
+    cleaned = " ".join(name.split())
+    if not cleaned:
+        raise Invalid("display_name: must not be blank", field="display_name")
+    return cleaned
 
 
 # -- logins ------------------------------------------------------------------------------------
 
 
-async def register(svc: Services, db: AsyncSession, username: str, password: str) -> Login:
-    user = await create_user(db, username, await asyncio.to_thread(hash_password, password))
+async def register(
+    svc: Services,
+    db: AsyncSession,
+    username: str,
+    password: str,
+    display_name: str | None = None,
+) -> Login:
+    password_hash = await asyncio.to_thread(hash_password, password)
+    user = await create_user(db, username, password_hash, display_name)
     return await _issue(svc, db, user.id, new_id())
 
 
@@ -149,7 +194,7 @@ async def logout(
         if claims.jti:
             ttl = max(1, claims.exp - int(time.time()))
             await svc.redis.set(REVOKED_JTI + claims.jti, "1", ex=ttl)
-    except RedisError:
+    except REDIS_ERRORS:
         raise Unavailable("Redis") from None
     for family in families:
         await _revoke_family(svc, db, family)
@@ -184,7 +229,7 @@ async def _revoke_family(svc: Services, db: AsyncSession, family_id: int) -> Non
         await svc.redis.set(
             REVOKED_FAMILY + str(family_id), "1", ex=svc.settings.jwt_ttl_seconds + 60
         )
-    except RedisError:
+    except REDIS_ERRORS:
         raise Unavailable("Redis") from None
     await db.execute(
         update(RefreshToken)
@@ -243,3 +288,144 @@ async def revoke_api_key(db: AsyncSession, user_id: int, key_id: int) -> None:
     await db.commit()
     if revoked.rowcount != 1:
         raise NotFound("API key not found")
+
+
+# -- the account: /me ---------------------------------------------------------------------------
+
+
+async def me(db: AsyncSession, user_id: int) -> User:
+    user = await db.get(User, user_id)
+    if user is None or user.deleted_at is not None:
+        raise NotFound("user not found")
+    return user
+
+
+async def rename(db: AsyncSession, user_id: int, display_name: str) -> User:
+    """Set the name members and messages show (the username never changes)."""
+    user = await me(db, user_id)
+    user.display_name = clean_display_name(display_name)
+    user.search_name = user.display_name.lower()
+    await db.commit()
+    return user
+
+
+async def _check_password(user: User, password: str) -> None:
+    if not await asyncio.to_thread(verify_password, user.password_hash, password):
+        raise Forbidden("the password is wrong", "wrong-password")
+
+
+async def change_password(
+    svc: Services,
+    db: AsyncSession,
+    user_id: int,
+    claims: AccessClaims | None,
+    current_password: str,
+    new_password: str,
+) -> None:
+    """Set a new password and revoke every other login of the user: their refresh tokens and
+    the access tokens they issued. The login making the change (`claims.family`) stays valid;
+    API keys are credentials of their own and stay too (revoke them one by one)."""
+    user = await me(db, user_id)
+    await _check_password(user, current_password)
+    keep = int(claims.family) if claims and claims.family and claims.family.isdigit() else None
+    user.password_hash = await asyncio.to_thread(hash_password, new_password)
+    for family in await _live_families(svc, db, user_id):
+        if family != keep:
+            await _revoke_family(svc, db, family)
+    await db.commit()
+
+
+async def _live_families(svc: Services, db: AsyncSession, user_id: int) -> list[int]:
+    """The user's logins that may still hold a valid refresh token or access token: an access
+    token is issued with a refresh-token row, so it dies `jwt_ttl_seconds` after that row."""
+    recent = utcnow() - timedelta(seconds=svc.settings.jwt_ttl_seconds + 60)
+    rows = await db.scalars(
+        select(RefreshToken.family_id)
+        .where(
+            RefreshToken.user_id == user_id,
+            or_(RefreshToken.revoked_at.is_(None), RefreshToken.created_at >= recent),
+        )
+        .distinct()
+    )
+    return list(rows)
+
+
+async def delete_account(svc: Services, db: AsyncSession, user_id: int, password: str) -> None:
+    """Delete the account: its row stays, marked, so its messages stay attributed to "Deleted
+    user"; its username is freed; every token and API key is refused from now on (open
+    WebSockets and SSE streams close with their next re-check); it leaves its groups (an
+    owner hands over, as on leaving); its agents and agent sessions go (workflows stopped)."""
+    user = await me(db, user_id)
+    await _check_password(user, password)
+    try:  # first, so a Redis outage changes nothing
+        await svc.redis.set(REVOKED_USER + str(user_id), "1")
+    except REDIS_ERRORS:
+        raise Unavailable("Redis") from None
+    now = utcnow()
+    user.deleted_at = now
+    user.username = f"deleted:{user_id}"  # not a valid username: the old one is free again
+    user.display_name = DELETED_NAME
+    user.search_name = None
+    user.password_hash = UNUSABLE_HASH
+    await db.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    await db.execute(
+        update(ApiKey)
+        .where(ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    await db.commit()
+    log.info("account deleted", user=user_id)
+
+    agents = list(await db.scalars(select(Agent).where(Agent.owner_id == user_id)))
+    for member_id in [user_id, *(a.id for a in agents)]:
+        await conversations.leave_groups(svc.sessionmaker, svc.messenger.cache, member_id)
+    await agent_sessions.delete_sessions_of(svc, db, user_id)
+    for agent in agents:  # one by one: the agent cache drops each (chatee/messaging/cache.py)
+        await db.delete(agent)
+    await db.execute(delete(McpServer).where(McpServer.owner_id == user_id))  # may hold secrets
+    await db.commit()
+
+
+# -- the user directory --------------------------------------------------------------------------
+
+
+async def profile(db: AsyncSession, user_id: int) -> User:
+    """Anyone's public profile; a deleted account is not found."""
+    return await me(db, user_id)
+
+
+async def search_users(db: AsyncSession, q: str, limit: int) -> list[User]:
+    """Users whose username or display name starts with `q`, case-insensitively, deleted
+    accounts left out. Two index range scans (the unique username index and
+    `ix_users_search_name`), each limited, merged: fast at any directory size."""
+    prefix = q.strip().lower()
+    if not prefix:
+        return []
+    found: dict[int, tuple[str, User]] = {}
+    for column in (User.username, User.search_name):
+        stmt = (
+            select(User)
+            .where(_starts_with(db, column, prefix), User.deleted_at.is_(None))
+            .order_by(column)  # the index's order: no sort, whatever the prefix matches
+            .limit(limit)
+        )
+        for user in await db.scalars(stmt):
+            key = getattr(user, column.key) or ""
+            if user.id not in found or key < found[user.id][0]:
+                found[user.id] = (key, user)
+    ranked = sorted(found.values(), key=lambda pair: (pair[0], pair[1].id))
+    return [user for _, user in ranked[:limit]]
+
+
+def _starts_with(db: AsyncSession, column: Any, prefix: str) -> Any:
+    """`column` starts with `prefix`, written so the planner uses the column's index: a range
+    on SQLite (binary collation: `LIKE` would not use the index), `LIKE 'p%'` on MySQL (its
+    case-insensitive collations make a range bound unreliable)."""
+    if db.get_bind().dialect.name == "sqlite":
+        return (column >= prefix) & (column < prefix + chr(0x10FFFF))
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.like(escaped + "%", escape="\\")

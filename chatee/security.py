@@ -90,13 +90,17 @@ def decode_access_token(token: str, secret: str) -> AccessClaims:
 
 REVOKED_JTI = "chatee:auth:revoked:jti:"  # + jti, until the token's exp
 REVOKED_FAMILY = "chatee:auth:revoked:family:"  # + family id, for one access-token lifetime
+REVOKED_USER = "chatee:auth:revoked:user:"  # + user id: a deleted account, every token it had
 
 
 def deny_keys(claims: AccessClaims) -> list[str]:
-    """The deny-list keys that, if any is set, mean this access token was revoked."""
+    """The deny-list keys that, if any is set, mean this access token was revoked. The user's
+    own key rides in the same round trip, so a deleted account's tokens die at once — even a
+    token without a login family."""
     keys = [REVOKED_JTI + claims.jti] if claims.jti else []
     if claims.family:
         keys.append(REVOKED_FAMILY + claims.family)
+    keys.append(REVOKED_USER + str(claims.user_id))
     return keys
 
 
@@ -142,6 +146,7 @@ SCOPE_GROUPS: dict[str, str] = {
     "conversations": "conversations",
     "sync": "conversations",
     "presence": "conversations",
+    "users": "conversations",  # finding people to talk to
     "mcp": "mcp",
     "knowledge-bases": "knowledge",
 }

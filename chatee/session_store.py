@@ -69,12 +69,17 @@ async def store_message_once(
     usage: dict[str, Any] | None = None,
     tool_calls: list[dict[str, Any]] | None = None,
     tool_call_id: str | None = None,
+    tool_name: str | None = None,
 ) -> Message:
-    """Insert a message unless one with this key exists; either way return the stored row."""
+    """Insert a message unless one with this key exists; either way return the stored row.
+    A tool result without `tool_name` takes the name its call has in the turn's assistant
+    message, so history always says which tool answered."""
     async with factory() as db:
         existing = await _by_key(db, idempotency_key)
         if existing is not None:
             return existing
+        if role == "tool" and tool_call_id and not tool_name:
+            tool_name = await _called_tool(db, session_id, turn_id, tool_call_id)
         message = Message(
             id=new_id(),
             session_id=session_id,
@@ -85,6 +90,7 @@ async def store_message_once(
             usage=usage,
             tool_calls=tool_calls,
             tool_call_id=tool_call_id,
+            tool_name=tool_name,
         )
         db.add(message)
         try:
@@ -96,6 +102,23 @@ async def store_message_once(
         existing = await _by_key(db, idempotency_key)
         assert existing is not None
         return existing
+
+
+async def _called_tool(db: AsyncSession, session_id: int, turn_id: int, call_id: str) -> str | None:
+    """The name of the tool the turn's assistant message called with `call_id`."""
+    asked = await db.scalars(
+        select(Message.tool_calls).where(
+            Message.session_id == session_id,
+            Message.turn_id == turn_id,
+            Message.role == "assistant",
+            Message.tool_calls.is_not(None),
+        )
+    )
+    for calls in asked:
+        for call in calls or []:
+            if call.get("id") == call_id:
+                return call.get("name") or None
+    return None
 
 
 async def _by_key(db: AsyncSession, key: str) -> Message | None:

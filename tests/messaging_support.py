@@ -77,7 +77,7 @@ class WsClient:
 
     async def _handle(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
-        if kind == "message.new":
+        if kind in ("message.new", "inbox.event"):  # every inbox entry, whatever its kind
             self._record(frame)
         elif kind == "sync":
             self.started = True
@@ -136,7 +136,10 @@ class WsClient:
                 await self.changed.wait()
 
     def message_ids(self) -> list[str]:
-        return [self.inbox[s]["message"]["id"] for s in sorted(self.inbox)]
+        return [self.inbox[s]["message"]["id"] for s in sorted(self.inbox) if self._is_new(s)]
+
+    def _is_new(self, seq: int) -> bool:
+        return self.inbox[seq].get("kind", "message") == "message"
 
     async def close(self) -> None:
         if self.ws is not None:

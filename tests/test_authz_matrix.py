@@ -38,6 +38,10 @@ PUBLIC = {
     "POST /api/v1/auth/register",
     "POST /api/v1/auth/login",
     "POST /api/v1/auth/refresh",  # trades a refresh token: who holds it is who it names
+    "ANY /static-offline-docs",  # the /docs and /redoc assets
+    "GET /",  # the web app: static files; it signs in through the API
+    "GET /app/{name:path}",
+    "GET /app/config.json",
 }
 
 # Routes that only ever act on the caller's own things, whatever they are given; they are in
@@ -48,6 +52,9 @@ BY_DESIGN = {
     "GET /api/v1/presence": "presence is visible to every signed-in user (DESIGN.md)",
     # the WebSocket's frames have their own matrix (WS_FRAMES below)
     "WS /ws": "covered frame by frame in test_every_websocket_frame_is_denied",
+    # the user directory and public profiles are for every signed-in user (DESIGN.md)
+    "GET /api/v1/users": "the user directory is visible to every signed-in user (DESIGN.md)",
+    "GET /api/v1/users/{user_id}": "a public profile is visible to every signed-in user",
 }
 
 MISSING = {  # ids that name nothing, standing in for each of the owner's ids
@@ -63,6 +70,7 @@ MISSING = {  # ids that name nothing, standing in for each of the owner's ids
     "user_memory": "4242424242424251",
     "api_key": "4242424242424252",
     "refresh": "rt_4242424242424242424242424242",
+    "message": "4242424242424253",
 }
 # per-request or freshly generated fields: they differ between any two calls
 VOLATILE = {"request_id", "instance", "created_at", "updated_at", "key", "prefix"}
@@ -212,6 +220,22 @@ MATRIX: dict[str, tuple[Call, int]] = {
         _req("POST", "/conversations/{group}/read", json={"seq": 1}),
         404,
     ),
+    "PATCH /api/v1/conversations/{conversation_id}/messages/{message_id}": (
+        _req("PATCH", "/conversations/{group}/messages/{message}", json={"content": "mine"}),
+        404,
+    ),
+    "DELETE /api/v1/conversations/{conversation_id}/messages/{message_id}": (
+        _req("DELETE", "/conversations/{group}/messages/{message}"),
+        404,
+    ),
+    "PUT /api/v1/conversations/{conversation_id}/messages/{message_id}/reactions/{emoji}": (
+        _req("PUT", "/conversations/{group}/messages/{message}/reactions/%F0%9F%91%8D"),
+        404,
+    ),
+    "DELETE /api/v1/conversations/{conversation_id}/messages/{message_id}/reactions/{emoji}": (
+        _req("DELETE", "/conversations/{group}/messages/{message}/reactions/%F0%9F%91%8D"),
+        404,
+    ),
     # knowledge bases and their documents
     "POST /api/v1/knowledge-bases": (_req("POST", "/knowledge-bases", json={"name": "kb"}), 201),
     "GET /api/v1/knowledge-bases": (_req("GET", "/knowledge-bases"), 200),
@@ -291,7 +315,40 @@ MATRIX: dict[str, tuple[Call, int]] = {
         204,
     ),
     "GET /api/v1/sync": (_req("GET", "/sync", params={"after": "0"}), 200),
+    # /me is only ever the caller's own account
+    "GET /api/v1/me": (_req("GET", "/me"), 200),
+    "PATCH /api/v1/me": (_req("PATCH", "/me", json={"display_name": "intruder"}), 200),
+    "POST /api/v1/me/password": (
+        _req("POST", "/me/password", json={"current_password": "x", "new_password": "y" * 8}),
+        403,
+    ),
+    "DELETE /api/v1/me": (_req("DELETE", "/me", json={"password": "not the password"}), 403),
+    "PATCH /api/v1/conversations/{conversation_id}": (
+        _req("PATCH", "/conversations/{group}", json={"title": "mine now"}),
+        404,
+    ),
+    "DELETE /api/v1/conversations/{conversation_id}": (
+        _req("DELETE", "/conversations/{group}"),
+        404,
+    ),
+    "DELETE /api/v1/sessions/{session_id}": (_req("DELETE", "/sessions/{session}"), 404),
     "GET /api/v1/presence": (_req("GET", "/presence", params={"user_ids": "{member}"}), 200),
+    "POST /api/v1/agents/{agent_id}/ag-ui": (
+        _req(
+            "POST",
+            "/agents/{agent}/ag-ui",
+            json={
+                "threadId": "t",
+                "runId": "r",
+                "state": None,
+                "messages": [{"id": "1", "role": "user", "content": "hi"}],
+                "tools": [],
+                "context": [],
+                "forwardedProps": None,
+            },
+        ),
+        404,
+    ),
 }
 
 # client -> server frame type -> (frame naming the owner's things, expected error code)
@@ -306,6 +363,37 @@ WS_FRAMES: dict[str, tuple[dict[str, Any], str | None]] = {
         "not-found",
     ),
     "chat.send": ({"type": "chat.send", "session_id": "{session}", "content": "x"}, "not-found"),
+    "message.edit": (
+        {
+            "type": "message.edit",
+            "conversation_id": "{group}",
+            "message_id": "{message}",
+            "content": "x",
+        },
+        "not-found",
+    ),
+    "message.delete": (
+        {"type": "message.delete", "conversation_id": "{group}", "message_id": "{message}"},
+        "not-found",
+    ),
+    "reaction.add": (
+        {
+            "type": "reaction.add",
+            "conversation_id": "{group}",
+            "message_id": "{message}",
+            "emoji": "👍",
+        },
+        "not-found",
+    ),
+    "reaction.remove": (
+        {
+            "type": "reaction.remove",
+            "conversation_id": "{group}",
+            "message_id": "{message}",
+            "emoji": "👍",
+        },
+        "not-found",
+    ),
     "typing": ({"type": "typing", "conversation_id": "{group}"}, "not-found"),
     "read": ({"type": "read", "conversation_id": "{group}", "seq": 1}, "not-found"),
     # no resource named: the answer is about the caller's own inbox / nothing at all
@@ -340,8 +428,11 @@ def route_table() -> set[str]:
 # The OpenAI-compatible `/v1` routes name resources by model (an agent) and session header,
 # resolved with the same owner checks (chatee.agents.owned_agent, agent_sessions.owned_session);
 # another user's agent or session is a 404 in OpenAI's shape: tests/test_openai_compat.py.
+# A2A's card and endpoint live outside /api/v1; another user's agent (card and endpoint) and
+# task are 404 / not found there: tests/test_a2a.py.
 OTHER = (
     {"ANY /mcp"}
+    | {"GET /a2a/agents/{agent_id}/.well-known/agent-card.json", "POST /a2a/agents/{agent_id}"}
     | {
         f"{method} {path}"
         for method, path in [
@@ -395,11 +486,14 @@ async def world(stack: Stack) -> AsyncIterator[World]:
         )
         assert r.status_code == 201, r.text
         thread = r.json()
+        posted = []
         for target in (group["id"], thread["id"]):
             r = await owner.request(
                 "POST", f"/conversations/{target}/messages", json={"content": "private words"}
             )
             assert r.status_code == 201, r.text
+            posted.append(r.json())
+        message = posted[0]  # in the group: the intruder may not edit, delete or react to it
         kb = await _created(owner, "POST", "/knowledge-bases", json={"name": "owner's kb"})
         doc = await _created(
             owner,
@@ -434,6 +528,7 @@ async def world(stack: Stack) -> AsyncIterator[World]:
             "group": group["id"],
             "thread": thread["id"],
             "member": member.user_id,
+            "message": message["id"],
         }
         made = World(owner, member, intruder, ids)
         made.baseline = await snapshot(made)

@@ -81,6 +81,8 @@ async def test_dev_runs_everything_and_keeps_data(tmp_path: Path, llm: LLMServer
         ) as client:
             assert (await client.get("/readyz")).json()["status"] == "ready"
             assert (await client.get(urls["Temporal UI"])).status_code == 200
+            app = await client.get(urls["Web app"])  # the web app, served by the API
+            assert app.status_code == 200 and "<title>Chatee</title>" in app.text
             user = await Api.register(client, "dev-user")
             session = await user.new_session()
             events = await user.stream_turn(session["id"], "first run")

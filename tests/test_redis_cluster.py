@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from collections.abc import AsyncIterator, Callable
 
 import httpx
@@ -20,6 +21,7 @@ from chatee.devtools.llm_server import LLMServerThread
 from chatee.devtools.processes import Stack
 from chatee.devtools.redis_cluster import RedisClusterProcesses
 from chatee.redis import connect_redis
+from tests.messaging_support import WsClient, all_messages, group, send, sync_all
 
 
 @pytest.fixture
@@ -148,3 +150,77 @@ async def test_auth_revocation_rate_limits_and_a_resumed_turn_on_a_cluster(
             session["id"], "turn.completed", headers={"Last-Event-ID": middle["id"]}
         )
         assert [e["id"] for e in resumed] == [e["id"] for e in events[len(events) // 2 + 1 :]]
+
+
+async def test_group_chat_across_two_apis_on_a_cluster(
+    cluster_stack: Stack, llm: LLMServerThread, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # a second API process on the same cluster: pushes cross processes by sharded pub/sub
+    other = Stack(env=cluster_stack.env, tmp=tmp_path_factory.mktemp("cluster-api-2"))
+    other.start_api()
+    try:
+        async with (
+            httpx.AsyncClient(base_url=cluster_stack.base, timeout=60) as one,
+            httpx.AsyncClient(base_url=other.base, timeout=60) as two,
+        ):
+            alice, bob = await Api.register(one), await Api.register(two)
+            agent = await alice.create_agent(name="helper")
+            chat = await group(alice, [bob])
+            members = {"members": [agent["id"]]}
+            r = await alice.request("POST", f"/conversations/{chat['id']}/members", json=members)
+            assert r.status_code in (200, 201), r.text
+            alice_ws = await WsClient(cluster_stack.base, alice.token).connect(after=0)
+            bob_ws = await WsClient(other.base, bob.token).connect(after=0)
+            try:
+                # presence (a user's keys share a slot: one transaction) and typing
+                online = await alice_ws.wait_for(
+                    lambda f: f["type"] == "presence" and f["user_id"] == bob.user_id
+                )
+                assert online["status"] == "online"
+                await bob_ws.send({"type": "typing", "conversation_id": chat["id"]})
+                typing = await alice_ws.wait_for(lambda f: f["type"] == "typing")
+                assert typing["user_id"] == bob.user_id
+
+                # messages both ways, over the socket and over REST, each once and in order
+                acked = await alice_ws.request(
+                    {
+                        "type": "message.send",
+                        "conversation_id": chat["id"],
+                        "content": "hi bob",
+                        "client_msg_id": "c1",
+                    }
+                )
+                assert acked["type"] == "message.ack"
+                await send(bob, chat["id"], "hi alice")
+                marker = uuid.uuid4().hex
+                llm.llm.script(marker, [f"agent reply {marker}"])
+                await send(bob, chat["id"], f"@helper {marker}")
+                reply = f"agent reply {marker}"
+                for _ in range(300):  # the agent answers into the conversation
+                    if reply in [m["content"] for m in await all_messages(bob, chat["id"])]:
+                        break
+                    await asyncio.sleep(0.2)
+                for socket in (alice_ws, bob_ws):
+                    await socket.wait_inbox(4)
+                    assert socket.dupes == [] and socket.gaps == []
+                synced = [i for i in await sync_all(bob) if i.get("kind", "message") == "message"]
+                assert [i["message"]["content"] for i in synced][-4:] == [
+                    "hi bob",
+                    "hi alice",
+                    f"@helper {marker}",
+                    reply,
+                ]
+
+                # a read marker reaches the reader's other devices
+                last = (await all_messages(alice, chat["id"]))[-1]["seq"]
+                r = await alice.request(
+                    "POST", f"/conversations/{chat['id']}/read", json={"seq": last}
+                )
+                assert r.status_code in (200, 204), r.text
+                listed = {c["id"]: c for c in (await alice.request("GET", "/conversations")).json()}
+                assert listed[chat["id"]]["unread"] == 0
+            finally:
+                await alice_ws.close()
+                await bob_ws.close()
+    finally:
+        other.stop()

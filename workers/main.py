@@ -19,6 +19,8 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError
 from temporalio.worker import Worker, WorkerDeploymentConfig, WorkerDeploymentVersion
 
+from activities.a2a_call import RemoteAgentActivities
+from activities.conversation_agents import ConversationAgentActivities
 from activities.fanout import FanoutActivities
 from activities.ingest import IngestActivities
 from activities.llm import LLMActivities
@@ -34,6 +36,7 @@ from chatee.tracing import setup_tracing, shutdown_tracing
 from workers.interceptors import ObserveActivities
 from workflows.agent_session import AgentSession
 from workflows.agent_task import AgentTask
+from workflows.conversation_agents import ConversationAgentTurns
 from workflows.fanout import AgentReplyRelay, MessageFanout
 from workflows.ingest import IngestDocument
 from workflows.names import QUEUES
@@ -48,7 +51,9 @@ def _registrations(services: Services) -> dict[str, dict[str, list[Any]]]:
     messages = MessageActivities(services)
     rag = RagActivities(services)
     tools = ToolActivities(services)
+    remote = RemoteAgentActivities(services)
     fanout = FanoutActivities(services)
+    conversation_agents = ConversationAgentActivities(services)
     ingest = IngestActivities(services)
     return {
         "agents": {
@@ -56,7 +61,7 @@ def _registrations(services: Services) -> dict[str, dict[str, list[Any]]]:
             "activities": [messages.publish_turn_event],
         },
         "llm": {"workflows": [], "activities": [llm.generate, llm.decide]},
-        "tools": {"workflows": [], "activities": [tools.call_tool]},
+        "tools": {"workflows": [], "activities": [tools.call_tool, remote.call]},
         "rag": {
             # document ingestion runs where its activities do
             "workflows": [IngestDocument],
@@ -71,13 +76,17 @@ def _registrations(services: Services) -> dict[str, dict[str, list[Any]]]:
         },
         "messages": {
             # fan-out and agent-relay workflows run where their activities do
-            "workflows": [MessageFanout, AgentReplyRelay],
+            "workflows": [MessageFanout, AgentReplyRelay, ConversationAgentTurns],
             "activities": [
                 fanout.plan,
                 fanout.deliver_batch,
                 fanout.finish,
                 fanout.relay,
                 fanout.post_reply,
+                conversation_agents.prepare,
+                conversation_agents.offer,
+                conversation_agents.follow,
+                conversation_agents.post,
                 messages.publish_turn_event,
                 messages.finish_turn,
                 messages.store_reply,

@@ -1,6 +1,7 @@
 """Durable messaging work on `chatee-messages`: large fan-outs and agent replies.
 
-`MessageFanout` (id `fanout-<message id>`) writes a message into every member's inbox in
+`MessageFanout` (id `fanout-<message id>`) writes a message — or a change to one (`item`
+`change`: an edit, a deletion, a reaction, a membership change) — into every member's inbox in
 batches of user-id ranges, a few batches at a time; each batch is one retried activity and
 is idempotent per (user, message), so a retry or a second run never delivers twice. Once it
 is started the send is durable: the API process may die, the workers finish the delivery.
@@ -26,9 +27,10 @@ from workflows import names
 
 @dataclass
 class FanoutInput:
-    message_id: str
+    message_id: str  # or the change's id
     batch_size: int = 100
     parallelism: int = 4
+    item: str = "message"  # message | change
 
 
 @dataclass
@@ -49,6 +51,7 @@ class BatchInput:
     audience_id: str
     after_user: str
     upto_user: str | None
+    item: str = "message"  # message | change
 
 
 @dataclass
@@ -88,12 +91,12 @@ async def fan_out(inp: FanoutInput) -> int:
         result_type=FanoutPlan,
         start_to_close_timeout=timedelta(seconds=30),
         retry_policy=_RETRY,
-        summary=f"plan fan-out of message {inp.message_id}",
+        summary=f"plan fan-out of {inp.item} {inp.message_id}",
     )
     delivered = 0
     if plan.audience_id is not None:
         batches = [
-            BatchInput(inp.message_id, plan.audience_id, b.after_user, b.upto_user)
+            BatchInput(inp.message_id, plan.audience_id, b.after_user, b.upto_user, inp.item)
             for b in plan.bounds
         ]
         for i in range(0, len(batches), max(1, inp.parallelism)):
@@ -105,7 +108,7 @@ async def fan_out(inp: FanoutInput) -> int:
                         result_type=int,
                         start_to_close_timeout=timedelta(seconds=60),
                         retry_policy=_RETRY,
-                        summary=f"message {inp.message_id}: users after {batch.after_user}",
+                        summary=f"{inp.item} {inp.message_id}: users after {batch.after_user}",
                     )
                     for batch in batches[i : i + inp.parallelism]
                 )

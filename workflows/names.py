@@ -38,6 +38,7 @@ SESSION_WORKFLOW = "AgentSession"  # on AGENTS_QUEUE
 TASK_WORKFLOW = "AgentTask"  # on AGENTS_QUEUE, a child of a session's turn
 FANOUT_WORKFLOW = "MessageFanout"  # on MESSAGES_QUEUE
 RELAY_WORKFLOW = "AgentReplyRelay"  # on MESSAGES_QUEUE
+CONVERSATION_AGENTS_WORKFLOW = "ConversationAgentTurns"  # on MESSAGES_QUEUE
 INGEST_WORKFLOW = "IngestDocument"  # on RAG_QUEUE
 
 
@@ -55,6 +56,10 @@ def fanout_workflow_id(message_id: int | str) -> str:
 
 def relay_workflow_id(turn_id: int | str) -> str:
     return f"relay-{turn_id}"
+
+
+def conversation_agents_workflow_id(message_id: int | str) -> str:
+    return f"agents-{message_id}"
 
 
 def ingest_workflow_id(document_id: int | str) -> str:
@@ -76,6 +81,7 @@ GENERATE_REPLY = "GenerateReply"
 DECIDE_OPTION = "DecideOption"
 # chatee-tools
 CALL_MCP_TOOL = "CallMcpTool"
+CALL_REMOTE_AGENT = "CallRemoteAgent"  # AG_CALL_AG to a remote A2A agent (`a2a_url`)
 # chatee-rag
 RETRIEVE = "Retrieve"
 LOAD_MEMORY = "LoadMemory"
@@ -94,5 +100,9 @@ DELIVER_BATCH = "DeliverBatch"
 FINISH_FANOUT = "FinishFanout"
 RELAY_AGENT_TURN = "RelayAgentTurn"
 POST_AGENT_REPLY = "PostAgentReply"
+PREPARE_AGENT_TURNS = "PrepareAgentTurns"
+OFFER_AGENT_TURN = "OfferAgentTurn"
+FOLLOW_AGENT_TURN = "FollowAgentTurn"
+POST_AGENT_OUTCOME = "PostAgentOutcome"
 # chatee-messages, and a local activity of the workflows on chatee-agents
 PUBLISH_TURN_EVENT = "PublishTurnEvent"

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response, status
 from api.deps import DB, ReadDB, Svc, UserId
 from api.schemas import AgentIn, AgentOut
 from chatee import agents
+from chatee.a2a_remote import redact_chain
 from chatee.agents import AgentConfig
 from chatee.models import Agent
 
@@ -24,7 +25,7 @@ def agent_out(agent: Agent) -> AgentOut:
         temperature=agent.temperature,
         max_tokens=agent.max_tokens,
         mcp_servers=agent.mcp_servers,
-        chain=agent.chain,
+        chain=redact_chain(agent.chain),  # remote agents' header values read "***"
         double_texting=agent.double_texting,
         memory=agent.memory,
         tool_policy=agent.tool_policy or {},

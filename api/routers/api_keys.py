@@ -5,7 +5,6 @@ Only a user's own access token manages keys: a key cannot create, list or revoke
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
@@ -16,6 +15,7 @@ from chatee import people
 from chatee.errors import Forbidden
 from chatee.models import ApiKey
 from chatee.security import SCOPES
+from chatee.timefmt import Timestamp
 
 router = APIRouter(prefix="/api-keys", tags=["api-keys"])
 
@@ -52,8 +52,8 @@ class ApiKeyOut(BaseModel):
     name: str
     prefix: str = Field(description="the key's first characters, to tell keys apart")
     scopes: list[str]
-    created_at: datetime
-    last_used_at: datetime | None
+    created_at: Timestamp
+    last_used_at: Timestamp | None
 
 
 class ApiKeyCreated(ApiKeyOut):

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import DB, Caller, Svc
-from api.schemas import AuthResult, Credentials
+from api.schemas import AuthResult, Credentials, Registration
 from chatee import people
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -43,12 +43,15 @@ def token_pair(login: people.Login) -> TokenPair:
 
 
 @router.post("/register", status_code=status.HTTP_201_CREATED)
-async def register(body: Credentials, db: DB, svc: Svc) -> TokenPair:
-    return token_pair(await people.register(svc, db, body.username, body.password))
+async def register(body: Registration, db: DB, svc: Svc) -> TokenPair:
+    """A new account (`display_name` defaults to the username), logged in."""
+    login = await people.register(svc, db, body.username, body.password, body.display_name)
+    return token_pair(login)
 
 
 @router.post("/login")
 async def login(body: Credentials, db: DB, svc: Svc) -> TokenPair:
+    """A wrong username or password is 401, whatever its length."""
     return token_pair(await people.login(svc, db, body.username, body.password))
 
 

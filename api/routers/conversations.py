@@ -6,7 +6,6 @@ A conversation you are not in is a 404, exactly like one that does not exist. Se
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response, status
@@ -14,11 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import Msg, Svc, UserId, parse_id
 from chatee.errors import Invalid
-from chatee.messaging import conversations, sending
-from chatee.messaging.conversations import View
+from chatee.messaging import changes, conversations, sending
+from chatee.messaging.conversations import Member, View
 from chatee.messaging.service import Messenger
 from chatee.messaging.types import ChatMessage
 from chatee.models import Conversation
+from chatee.timefmt import Timestamp
 
 router = APIRouter(prefix="/conversations", tags=["conversations"])
 
@@ -52,8 +52,8 @@ class ConversationOut(BaseModel):
     last_read_seq: int
     unread: int
     role: str | None
-    created_at: datetime
-    last_message_at: datetime | None
+    created_at: Timestamp
+    last_message_at: Timestamp | None
 
 
 class MembersIn(BaseModel):
@@ -69,8 +69,14 @@ class RoleIn(BaseModel):
 
 class MemberOut(BaseModel):
     id: str
-    kind: str
+    kind: str = Field(description="user or agent")
     role: str
+    name: str = Field(description="a user's display name, an agent's name")
+
+
+class ConversationPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str = Field(min_length=1, max_length=255)
 
 
 class ThreadIn(BaseModel):
@@ -86,16 +92,31 @@ class MessageIn(BaseModel):
     )
 
 
+class ReactionOut(BaseModel):
+    emoji: str
+    count: int
+    me: bool = Field(description="whether you reacted with this emoji")
+
+
 class ConversationMessageOut(BaseModel):
     id: str
     conversation_id: str
     seq: int
     sender_id: str
     sender_type: str
-    content: str
+    sender_name: str | None = Field(description="a user's display name, an agent's name")
+    content: str = Field(description="empty once deleted")
     client_msg_id: str
-    created_at: datetime
+    created_at: str = Field(description="RFC 3339 UTC, milliseconds")
+    edited_at: str | None = None
+    deleted: bool = False
+    reactions: list[ReactionOut] = Field(default_factory=list)
     meta: dict[str, Any] | None = None
+
+
+class EditIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    content: str = Field(min_length=1)
 
 
 class ConversationMessagePage(BaseModel):
@@ -192,18 +213,40 @@ async def get_conversation(conversation_id: str, user_id: UserId, m: Msg) -> Con
     return conversation_out(row, read, view.role(user_id) if view.type != "thread" else None)
 
 
+@router.patch("/{conversation_id}")
+async def rename_conversation(
+    conversation_id: str, body: ConversationPatch, user_id: UserId, m: Msg
+) -> ConversationOut:
+    """Retitle a group or thread: the group's owner or an admin."""
+    view = await visible(m, conversation_id, user_id)
+    row = await conversations.rename(m.db, m.cache, view, user_id, body.title)
+    _, read = await conversations.unread_of(m.db, view.id, user_id)
+    return conversation_out(row, read, view.role(user_id) if view.type != "thread" else None)
+
+
+@router.delete("/{conversation_id}", status_code=204)
+async def delete_conversation(conversation_id: str, user_id: UserId, m: Msg, svc: Svc) -> Response:
+    """Delete a group (with its threads) or a thread: the group's owner only."""
+    view = await visible(m, conversation_id, user_id)
+    await conversations.delete_conversation(svc, view, user_id)
+    return Response(status_code=204)
+
+
+async def members_out(m: Messenger, members: list[Member]) -> list[MemberOut]:
+    names = await conversations.member_names(m.db, members)
+    return [MemberOut(id=str(x.id), kind=x.kind, role=x.role, name=names[x.id]) for x in members]
+
+
 @router.get("/{conversation_id}/members")
 async def list_members(conversation_id: str, user_id: UserId, m: Msg) -> list[MemberOut]:
+    """Everyone in the conversation — people and agents — with their names."""
     view = await visible(m, conversation_id, user_id)
-    return [
-        MemberOut(id=str(x.id), kind=x.kind, role=x.role)
-        for x in sorted(view.members.values(), key=lambda x: x.id)
-    ]
+    return await members_out(m, sorted(view.members.values(), key=lambda x: x.id))
 
 
 @router.post("/{conversation_id}/members", status_code=status.HTTP_201_CREATED)
 async def add_members(
-    conversation_id: str, body: MembersIn, user_id: UserId, m: Msg
+    conversation_id: str, body: MembersIn, user_id: UserId, m: Msg, svc: Svc
 ) -> list[MemberOut]:
     """Add users (or your own agents) to a group; owner or admin only. Returns those added
     (members already in are skipped)."""
@@ -211,26 +254,33 @@ async def add_members(
     added = await conversations.add_members(
         m.db, m.cache, view, user_id, _ids(body.members), body.role, m.knobs.max_group_members
     )
-    return [MemberOut(id=str(x.id), kind=x.kind, role=x.role) for x in added]
+    await changes.members_changed(svc, view, user_id, "added", added)  # `member` inbox entries
+    return await members_out(m, added)
 
 
 @router.patch("/{conversation_id}/members/{member_id}")
 async def change_role(
-    conversation_id: str, member_id: str, body: RoleIn, user_id: UserId, m: Msg
+    conversation_id: str, member_id: str, body: RoleIn, user_id: UserId, m: Msg, svc: Svc
 ) -> MemberOut:
     """Owner only. Making someone owner hands the group over (you become an admin)."""
     view = await visible(m, conversation_id, user_id)
     member = await conversations.set_role(
         m.db, m.cache, view, user_id, parse_id(member_id, "member"), body.role
     )
-    return MemberOut(id=str(member.id), kind=member.kind, role=member.role)
+    await changes.members_changed(svc, view, user_id, "role", [member])
+    return (await members_out(m, [member]))[0]
 
 
 @router.delete("/{conversation_id}/members/{member_id}", status_code=204)
-async def remove_member(conversation_id: str, member_id: str, user_id: UserId, m: Msg) -> Response:
+async def remove_member(
+    conversation_id: str, member_id: str, user_id: UserId, m: Msg, svc: Svc
+) -> Response:
     """Remove a member (owner/admin), or leave (your own id)."""
     view = await visible(m, conversation_id, user_id)
-    await conversations.remove_member(m.db, m.cache, view, user_id, parse_id(member_id, "member"))
+    target = parse_id(member_id, "member")
+    await conversations.remove_member(m.db, m.cache, view, user_id, target)
+    if (gone := view.members.get(target)) is not None:
+        await changes.members_changed(svc, view, user_id, "removed", [gone])
     return Response(status_code=204)
 
 
@@ -274,11 +324,59 @@ async def list_messages(
 ) -> ConversationMessagePage:
     """Newest first; pass `next_before_seq` back as `before_seq` for the previous page."""
     view = await visible(m, conversation_id, user_id)
-    items = await m.store.page(view.id, before_seq, limit)
+    page = await m.store.page(view.id, before_seq, limit)
+    items = await m.with_reactions(await m.named(page), user_id)
     more = len(items) == limit and items[-1].seq > 1
     return ConversationMessagePage(
         items=[message_out(x) for x in items], next_before_seq=items[-1].seq if more else None
     )
+
+
+def _message_id(raw: str) -> int:
+    return parse_id(raw, "message")
+
+
+@router.patch("/{conversation_id}/messages/{message_id}")
+async def edit_message(
+    conversation_id: str, message_id: str, body: EditIn, user_id: UserId, m: Msg, svc: Svc
+) -> ConversationMessageOut:
+    """The sender changes the text; the message keeps its place and `seq`, gets `edited_at`,
+    and every member gets a `message.edited` inbox entry."""
+    view = await visible(m, conversation_id, user_id)
+    message = await changes.edit_message(svc, view, user_id, _message_id(message_id), body.content)
+    return message_out(message)
+
+
+@router.delete("/{conversation_id}/messages/{message_id}")
+async def delete_message(
+    conversation_id: str, message_id: str, user_id: UserId, m: Msg, svc: Svc
+) -> ConversationMessageOut:
+    """The sender, or a group's owner or admin: the message becomes a tombstone (`deleted`,
+    no content) in its place; every member gets a `message.deleted` inbox entry."""
+    view = await visible(m, conversation_id, user_id)
+    message = await changes.delete_message(svc, view, user_id, _message_id(message_id))
+    return message_out(message)
+
+
+@router.put("/{conversation_id}/messages/{message_id}/reactions/{emoji}")
+async def add_reaction(
+    conversation_id: str, message_id: str, emoji: str, user_id: UserId, m: Msg, svc: Svc
+) -> ConversationMessageOut:
+    """React with one emoji (URL-encoded); again changes nothing. → the message, its
+    `reactions` as you see them."""
+    view = await visible(m, conversation_id, user_id)
+    message = await changes.react(svc, view, user_id, _message_id(message_id), emoji, True)
+    return message_out(message)
+
+
+@router.delete("/{conversation_id}/messages/{message_id}/reactions/{emoji}")
+async def remove_reaction(
+    conversation_id: str, message_id: str, emoji: str, user_id: UserId, m: Msg, svc: Svc
+) -> ConversationMessageOut:
+    """Take your reaction back."""
+    view = await visible(m, conversation_id, user_id)
+    message = await changes.react(svc, view, user_id, _message_id(message_id), emoji, False)
+    return message_out(message)
 
 
 @router.post("/{conversation_id}/read")

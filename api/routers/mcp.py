@@ -9,7 +9,6 @@ ever returned as `***`. A `PUT` that sends `***` (or leaves `headers` out) keeps
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Response, status
@@ -19,6 +18,7 @@ from api.deps import DB, Svc, UserId, parse_id
 from chatee.mcp import registry
 from chatee.mcp.registry import MASK
 from chatee.models import McpServer
+from chatee.timefmt import Timestamp
 
 router = APIRouter(prefix="/mcp/servers", tags=["mcp"])
 
@@ -91,9 +91,9 @@ class McpServerOut(BaseModel):
     status: str
     server_info: dict[str, Any] | None
     tools_count: int | None
-    tools_refreshed_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
+    tools_refreshed_at: Timestamp | None
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class ConnectOut(BaseModel):

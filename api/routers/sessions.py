@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, status
+from fastapi import APIRouter, Header, Query, Response, status
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import EventSourceResponse
@@ -17,6 +17,7 @@ from api.schemas import (
     SessionIn,
     SessionOut,
     SessionStateOut,
+    ToolCallOut,
 )
 from api.schemas_rag import CitedMessageOut, CitedMessagePage
 from api.sse import event_source
@@ -77,6 +78,15 @@ async def close_session(session_id: str, user_id: UserId, db: DB, svc: Svc) -> S
     return session_out(await agent_sessions.close_session(svc, db, session))
 
 
+@router.delete("/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_session(session_id: str, user_id: UserId, db: DB, svc: Svc) -> Response:
+    """Stop the session's workflow at once (a running turn ends with it) and delete the
+    session with its messages."""
+    session = await owned(db, user_id, session_id)
+    await agent_sessions.delete_session(svc, db, session)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
 @router.post("/{session_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
 async def cancel_turn(
     session_id: str, user_id: UserId, db: DB, svc: Svc, body: CancelIn | None = None
@@ -119,6 +129,14 @@ async def list_messages(
             created_at=m.created_at,
             usage=m.usage,
             citations=m.citations,
+            tool_calls=[
+                ToolCallOut(id=c["id"], name=c["name"], arguments=c.get("arguments") or "")
+                for c in m.tool_calls
+            ]
+            if m.tool_calls
+            else None,
+            tool_call_id=m.tool_call_id,
+            name=m.tool_name,
         )
         for m in rows
     ]

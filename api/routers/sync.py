@@ -2,6 +2,8 @@
 
 `inbox_seq` is gap-free per user, so `after` = the last number a client holds returns
 exactly what it missed: nothing lost, nothing twice. Page with `next_after` while `has_more`.
+Every entry has a `kind`: `message` (a new message), `message.edited`, `message.deleted`,
+`reaction` or `member` — one cursor for everything a device must catch up on.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ router = APIRouter(tags=["sync"])
 
 
 class SyncPage(BaseModel):
-    items: list[dict[str, Any]]  # {inbox_seq, conversation_id, message}
+    items: list[dict[str, Any]]  # {inbox_seq, kind, conversation_id, message | change fields}
     next_after: int
     has_more: bool
 
@@ -29,6 +31,7 @@ async def sync(
     after: Annotated[int, Query(ge=0, description="the last inbox_seq you have; 0 for all")] = 0,
     limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
 ) -> SyncPage:
-    """Inbox entries with `inbox_seq > after`, ascending and contiguous."""
+    """Inbox entries with `inbox_seq > after`, ascending and contiguous, each with its
+    `kind`."""
     page = await m.inbox_page(user_id, after, limit)
     return SyncPage(items=page.items, next_after=page.next_after, has_more=page.has_more)

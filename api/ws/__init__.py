@@ -6,7 +6,9 @@ stops reading only ever blocks itself. Pushes reach the sockets on every process
 Redis pub/sub channel (chatee/messaging/fanout.py); a push this process sends goes to its own
 sockets directly.
 
-Inbox delivery is exact per socket. A connection keeps a cursor — the last `inbox_seq` it
+Inbox delivery is exact per socket, for every kind of entry: `message.new` for a new message,
+`inbox.event` for a change (an edit, a deletion, a reaction, a membership change), both with
+the user's `inbox_seq`. A connection keeps a cursor — the last `inbox_seq` it
 queued — and only ever queues `cursor + 1`: a push that arrives early (out of order, or after
 one was lost) makes it read the gap from the inbox first, a duplicate is dropped. Connect with
 `after=<your last inbox_seq>` and the socket sends everything after it, in order, once;

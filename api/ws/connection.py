@@ -142,7 +142,8 @@ class Connection:
         self._fill_gap()
 
     def offer(self, inbox_seq: int, text: str) -> None:
-        """A pushed `message.new` frame: queued only if it is the next one."""
+        """A pushed inbox entry (`message.new`, `inbox.event`): queued only if it is the next
+        one."""
         if self.syncing or self.cursor is None or self.filling is not None:
             self.want = max(self.want, inbox_seq)
             self._fill_gap()
@@ -196,7 +197,8 @@ class Connection:
                     self._resync()
                     return
                 count = min(FILL_PAGE, self.want - self.cursor)
-                items = await self.hub.messenger.store.inbox(self.user_id, self.cursor, count)
+                m = self.hub.messenger
+                items = await m.named_items(await m.store.inbox(self.user_id, self.cursor, count))
                 progressed = False
                 for item in items:
                     if self.syncing or self.cursor is None:

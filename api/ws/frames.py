@@ -15,7 +15,7 @@ from chatee.bus import Event
 from chatee.errors import ChateeError, NotFound, Unavailable, not_found
 from chatee.ids import parse_id
 from chatee.logging import get_logger
-from chatee.messaging import sending
+from chatee.messaging import changes, sending
 
 if TYPE_CHECKING:
     from api.ws.connection import Connection
@@ -131,6 +131,25 @@ async def _message_send(conn: Connection, frame: dict[str, Any], ref: Any) -> No
     )
 
 
+async def _message_change(conn: Connection, frame: dict[str, Any], ref: Any) -> None:
+    """`message.edit`, `message.delete`, `reaction.add`, `reaction.remove` — the REST routes'
+    use cases; answered with `message.changed {message}` (as the caller sees it, reactions
+    included). Members get the change as an `inbox.event`."""
+    svc, kind = conn.hub.svc, frame["type"]
+    view = await conn.hub.messenger.view(_id_field(frame, "conversation_id"), conn.user_id)
+    message_id = _id_field(frame, "message_id")
+    if kind == "message.edit":
+        content = _field(frame, "content", str)
+        message = await changes.edit_message(svc, view, conn.user_id, message_id, content)
+    elif kind == "message.delete":
+        message = await changes.delete_message(svc, view, conn.user_id, message_id)
+    else:
+        emoji = _field(frame, "emoji", str)
+        add = kind == "reaction.add"
+        message = await changes.react(svc, view, conn.user_id, message_id, emoji, add)
+    conn.control({"type": "message.changed", "message": message.to_json(), **echo_ref(ref)})
+
+
 async def _typing(conn: Connection, frame: dict[str, Any], ref: Any) -> None:
     m = conn.hub.messenger
     view = await m.view(_id_field(frame, "conversation_id"), conn.user_id)
@@ -208,6 +227,10 @@ def _agent_frame(session_id: str, event: Event) -> dict[str, Any]:
 HANDLERS: dict[str, Callable[[Connection, dict[str, Any], Any], Awaitable[None]]] = {
     "ping": _ping,
     "message.send": _message_send,
+    "message.edit": _message_change,
+    "message.delete": _message_change,
+    "reaction.add": _message_change,
+    "reaction.remove": _message_change,
     "chat.send": _chat_send,
     "typing": _typing,
     "read": _read,

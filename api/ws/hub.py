@@ -10,15 +10,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import WebSocket
-from redis.exceptions import RedisError
 
 from api.deps import Principal, Services, revoked
 from api.errors import dependency_down
 from api.ws.connection import UNAUTHORIZED, Connection
 from chatee.logging import get_logger
-from chatee.messaging import conversations, presence, sending
+from chatee.messaging import changes, conversations, presence, sending
 from chatee.messaging.fanout import PUSH_CHANNEL, Targets, decode, message_text
-from chatee.redis import Subscription
+from chatee.redis import REDIS_ERRORS, Subscription
 
 log = get_logger(__name__)
 
@@ -85,7 +84,7 @@ class Hub:
                 self.svc.redis, user_id, conn.id, self.knobs.presence_ttl_seconds
             ):
                 self._spawn(self._announce(user_id))
-        except RedisError:
+        except REDIS_ERRORS:
             log.warning("presence unavailable", user=user_id)
         return conn
 
@@ -98,7 +97,7 @@ class Hub:
         try:
             if await presence.disconnect(self.svc.redis, conn.user_id, conn.id):
                 self._spawn(self._announce(conn.user_id))
-        except RedisError:
+        except REDIS_ERRORS:
             pass
 
     async def _announce(self, user_id: int) -> None:
@@ -152,7 +151,7 @@ class Hub:
             if leases:
                 try:
                     await presence.renew(self.svc.redis, leases, ttl)
-                except RedisError:
+                except REDIS_ERRORS:
                     log.warning("presence renewal failed")
 
     async def _revocations(self) -> None:
@@ -193,8 +192,8 @@ class Hub:
             _background_failure("inbox reconcile failed", exc)
 
     async def _recover(self) -> None:
-        """Finish sends whose process died between storing and fanning out (any API process
-        may do it; a Redis lock keeps two from doing the same one at once)."""
+        """Finish sends and changes whose process died between storing and fanning out (any
+        API process may do it; a Redis lock keeps two from doing the same one at once)."""
         while True:
             await asyncio.sleep(self.knobs.recovery_interval_seconds)
             try:
@@ -202,6 +201,10 @@ class Hub:
                     lock = f"chatee:recover:{message_id}"
                     if await self.svc.redis.set(lock, "1", nx=True, ex=60):
                         await sending.resume_send(self.svc, message_id)
+                for change_id in await self.messenger.pending_changes():
+                    lock = f"chatee:recover:{change_id}"
+                    if await self.svc.redis.set(lock, "1", nx=True, ex=60):
+                        await changes.resume_change(self.svc, change_id)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

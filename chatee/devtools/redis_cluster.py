@@ -57,7 +57,9 @@ class RedisClusterProcesses:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.ports[0]}/0"
+        """A live node's URL: a client discovers the cluster from the node it is given."""
+        live = next(p for p in self.ports if self.procs[p].poll() is None)
+        return f"redis://127.0.0.1:{live}/0"
 
     def node(self, port: int) -> redis.Redis:
         return redis.Redis(port=port, decode_responses=True, socket_timeout=5)

@@ -28,14 +28,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sqlalchemy import event
 from sqlalchemy.orm import Session as OrmSession
 
 from chatee.coalesce import Coalescer
 from chatee.logging import get_logger
-from chatee.models import Agent
-from chatee.redis import Subscription
+from chatee.models import Agent, User
+from chatee.redis import REDIS_ERRORS, Subscription, get_many, is_cluster, publish
 
 log = get_logger(__name__)
 
@@ -50,6 +49,11 @@ def members_key(audience_id: int) -> str:
 
 def agent_key(agent_id: int) -> str:
     return f"chatee:cache:agent:{agent_id}"
+
+
+def name_key(kind: str, member_id: int) -> str:
+    """What a user or an agent is called (`chatee.messaging.names`)."""
+    return f"chatee:cache:name:{kind}:{member_id}"
 
 
 INVALIDATIONS = "chatee:cache:invalidate"  # keys just deleted, newline-separated
@@ -97,14 +101,14 @@ class Cache:
     ) -> list[tuple[list[Any | None], None]]:
         wanted = list({key: None for keys in calls for key in keys})
         try:
-            raws = dict(zip(wanted, await self.redis.mget(wanted), strict=True))
-        except RedisError:
+            raws = dict(zip(wanted, await get_many(self.redis, wanted), strict=True))
+        except REDIS_ERRORS:
             raws = {}
         values = {key: json.loads(raw) for key, raw in raws.items() if raw}
         return [([values.get(key) for key in keys], None) for keys in calls]
 
     async def set(self, key: str, value: Any) -> None:
-        with contextlib.suppress(RedisError):
+        with contextlib.suppress(*REDIS_ERRORS):
             await self.redis.set(key, json.dumps(value, separators=(",", ":")), ex=self.ttl)
 
     async def delete(self, *keys: str) -> None:
@@ -113,10 +117,11 @@ class Cache:
         self._forget(keys)
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.delete(*keys)
-                pipe.publish(INVALIDATIONS, "\n".join(keys))
+                for key in keys:  # one by one: on a cluster the keys live in different slots
+                    pipe.delete(key)
+                publish(pipe, INVALIDATIONS, "\n".join(keys), sharded=is_cluster(self.redis))
                 await pipe.execute()
-        except RedisError:
+        except REDIS_ERRORS:
             log.warning("cache invalidation failed; entries expire by TTL", keys=list(keys))
 
     # -- the near copy ----------------------------------------------------------------------
@@ -158,14 +163,18 @@ _pending: set[asyncio.Task[Any]] = set()
 
 
 def watch_agent_writes(cache: Cache) -> None:
-    """Drop an agent's cached config whenever a transaction that changed it commits."""
+    """Drop an agent's cached config and name, and a user's name, whenever a transaction that
+    changed them commits."""
     if id(cache) in _watching:
         return
     _watching.add(id(cache))
 
     @event.listens_for(OrmSession, "after_flush")
     def _collect(session: OrmSession, _: Any) -> None:
-        changed = {o.id for o in (*session.dirty, *session.deleted) if isinstance(o, Agent)}
+        touched = (*session.dirty, *session.deleted)
+        changed = {agent_key(o.id) for o in touched if isinstance(o, Agent)}
+        changed |= {name_key("agent", o.id) for o in touched if isinstance(o, Agent)}
+        changed |= {name_key("user", o.id) for o in touched if isinstance(o, User)}
         if changed:
             session.info.setdefault("chatee_agents_changed", set()).update(changed)
 
@@ -178,7 +187,7 @@ def watch_agent_writes(cache: Cache) -> None:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        task = loop.create_task(cache.delete(*(agent_key(a) for a in changed)))
+        task = loop.create_task(cache.delete(*changed))
         _pending.add(task)
         task.add_done_callback(_pending.discard)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -22,10 +22,15 @@ from chatee.messaging.cache import Cache, agent_key, conversation_key, members_k
 from chatee.models import (
     Agent,
     Conversation,
+    ConversationAgent,
     ConversationMember,
     ConversationRead,
+    Session,
     User,
 )
+
+if TYPE_CHECKING:  # services → messaging.service → here
+    from chatee.services import Services
 
 ROLES = ("owner", "admin", "member")
 Factory = async_sessionmaker[AsyncSession]
@@ -151,7 +156,13 @@ async def agent_config(db: Factory, cache: Cache, agent_id: int) -> dict[str, An
 async def resolve_members(session: AsyncSession, ids: Iterable[int], owner: int) -> list[Member]:
     """Users by id, and agents by id when the caller owns them; anything else is refused."""
     wanted = list(dict.fromkeys(ids))
-    users = set((await session.execute(select(User.id).where(User.id.in_(wanted)))).scalars())
+    users = set(
+        (
+            await session.execute(
+                select(User.id).where(User.id.in_(wanted), User.deleted_at.is_(None))
+            )
+        ).scalars()
+    )
     agents = {
         a.id: a.owner_id
         for a in (await session.execute(select(Agent).where(Agent.id.in_(wanted)))).scalars()
@@ -353,6 +364,84 @@ async def set_role(
     return Member(member_id, "user", role)
 
 
+async def leave_groups(db: Factory, cache: Cache, member_id: int) -> None:
+    """Take a user or agent out of every group it is in, as if it left each (an owner hands
+    the group over): an account being deleted."""
+    async with db() as session:
+        groups = list(
+            (
+                await session.execute(
+                    select(ConversationMember.conversation_id)
+                    .join(Conversation, Conversation.id == ConversationMember.conversation_id)
+                    .where(ConversationMember.member_id == member_id, Conversation.type == "group")
+                )
+            ).scalars()
+        )
+    for group_id in groups:
+        view = await load_view(db, cache, group_id)
+        if view is not None and member_id in view.members:
+            await remove_member(db, cache, view, member_id, member_id)
+
+
+def _require_manager(view: View, actor: int, owner_only: bool) -> None:
+    """Groups and their threads are managed by the group's owner (and admins, unless
+    `owner_only`); a private chat has no one to manage it."""
+    if view.type == "private":
+        raise Conflict("a private chat has no title and cannot be deleted", "not-a-group")
+    allowed = ("owner",) if owner_only else ("owner", "admin")
+    if view.role(actor) not in allowed:
+        who = "owner" if owner_only else "owner or an admin"
+        raise Forbidden(f"only the group's {who} can do that")
+
+
+async def rename(db: Factory, cache: Cache, view: View, actor: int, title: str) -> Conversation:
+    """A group's or thread's new title (the group's owner or an admin)."""
+    _require_manager(view, actor, owner_only=False)
+    async with db() as session:
+        row = await session.get(Conversation, view.id)
+        if row is None:
+            raise not_found()
+        row.title = title
+        await session.commit()
+    await cache.delete(conversation_key(view.id))
+    return row
+
+
+async def delete_conversation(svc: Services, view: View, actor: int) -> None:
+    """Delete a group (with its threads) or a thread: the group's owner only. The
+    conversation, its members, read markers and agents' sessions (workflows stopped) go at
+    once; its messages stay in the ledger, so every member's inbox stays gap-free."""
+    from chatee import agent_sessions  # noqa: PLC0415  (agent_sessions → services → here)
+
+    _require_manager(view, actor, owner_only=True)
+    db, cache = svc.sessionmaker, svc.messenger.cache
+    async with db() as session:
+        ids = [view.id, *(t.id for t in await threads_of(db, view.id))]
+        links = list(
+            (
+                await session.execute(
+                    select(ConversationAgent).where(ConversationAgent.conversation_id.in_(ids))
+                )
+            ).scalars()
+        )
+        for link in links:
+            linked = await session.get(Session, link.session_id)
+            if linked is not None:
+                await agent_sessions.delete_session(svc, session, linked)
+        await session.execute(
+            delete(ConversationAgent).where(ConversationAgent.conversation_id.in_(ids))
+        )
+        await session.execute(
+            delete(ConversationMember).where(ConversationMember.conversation_id.in_(ids))
+        )
+        await session.execute(
+            delete(ConversationRead).where(ConversationRead.conversation_id.in_(ids))
+        )
+        await session.execute(delete(Conversation).where(Conversation.id.in_(ids)))
+        await session.commit()
+    await cache.delete(*(k for i in ids for k in (conversation_key(i), members_key(i))))
+
+
 async def create_thread(db: Factory, view: View, actor: int, title: str) -> Conversation:
     if view.type != "group":
         raise Conflict("threads open under a group", "not-a-group")
@@ -463,6 +552,31 @@ async def mark_read(db: Factory, conversation_id: int, user_id: int, seq: int) -
                     raise
         await ledger.backoff(attempt)
     raise RuntimeError(f"could not mark conversation {conversation_id} read")
+
+
+DELETED_USER = "Deleted user"
+DELETED_AGENT = "Deleted agent"
+
+
+async def member_names(db: Factory, members: Iterable[Member]) -> dict[int, str]:
+    """What each member is called: a user's display name ("Deleted user" once the account is
+    gone), an agent's name."""
+    members = list(members)
+    users = [m.id for m in members if m.kind == "user"]
+    agents = [m.id for m in members if m.kind == "agent"]
+    names: dict[int, str] = {}
+    async with db() as session:
+        if users:
+            rows = await session.execute(
+                select(User.id, User.display_name, User.deleted_at).where(User.id.in_(users))
+            )
+            names.update({i: DELETED_USER if gone else name for i, name, gone in rows.all()})
+        if agents:
+            rows = await session.execute(select(Agent.id, Agent.name).where(Agent.id.in_(agents)))
+            names.update(dict(rows.all()))
+    return {
+        m.id: names.get(m.id, DELETED_USER if m.kind == "user" else DELETED_AGENT) for m in members
+    }
 
 
 async def usernames(db: Factory, user_ids: Sequence[int]) -> dict[int, str]:

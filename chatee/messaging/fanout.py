@@ -13,9 +13,10 @@ gap at its next push (or the periodic reconcile) and fills it from the inbox.
 
 On the wire a push is three lines: the sending process's node id (empty from a worker), the
 targets, and the frame. Targets are a JSON list of user ids — each gets the frame as it is —
-or, for `message.new`, a JSON object `{user id: inbox_seq}`; the frame is then the message
-body without `type` and `inbox_seq`, which `message_text` puts in front for each user. JSON
-never holds a raw newline, so `data.split("\n", 2)` takes it apart without decoding the frame.
+or, for an inbox entry (`message.new`, `inbox.event`), a JSON object `{user id: inbox_seq}`;
+the frame is then the entry without its `inbox_seq`, which `message_text` puts in after the
+`type` for each user. JSON never holds a raw newline, so `data.split("\n", 2)` takes it apart
+without decoding the frame.
 """
 
 from __future__ import annotations
@@ -25,16 +26,16 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from sqlalchemy import select
 
 from chatee.coalesce import Coalescer
 from chatee.logging import get_logger
 from chatee.messaging.ledger import Factory
 from chatee.messaging.stores import MessageStore
-from chatee.messaging.types import ChatMessage, InboxItem
+from chatee.messaging.types import Change, ChatMessage, InboxItem, body_json
 from chatee.metrics import record_fanout
 from chatee.models import ConversationMember
+from chatee.redis import REDIS_ERRORS, is_cluster, publish
 
 log = get_logger(__name__)
 PUSH_CHANNEL = "chatee:push"
@@ -45,19 +46,27 @@ T = TypeVar("T")
 Sink = Callable[[Targets, str], None]  # an API process's hub: hand a push to its sockets
 
 
+def frame_type(change: Change | None) -> str:
+    """A new message is pushed as `message.new`, any other inbox entry as `inbox.event`."""
+    return "message.new" if change is None else "inbox.event"
+
+
 def new_message_frame(item: InboxItem) -> dict[str, Any]:
-    return {"type": "message.new", **item.to_json()}
+    """The frame of an inbox entry (`message.new` or `inbox.event`)."""
+    return {"type": frame_type(item.change), **item.to_json()}
 
 
-def message_body(message: ChatMessage) -> str:
-    """A `message.new` frame without `type` and `inbox_seq`: the same for every recipient."""
-    body = {"conversation_id": str(message.conversation_id), "message": message.to_json()}
+def message_body(message: ChatMessage | None, change: Change | None = None) -> str:
+    """An inbox entry's frame without `inbox_seq`: the same for every recipient."""
+    body = {"type": frame_type(change), **body_json(message, change)}
     return json.dumps(body, separators=(",", ":"))
 
 
 def message_text(inbox_seq: int, body: str) -> str:
-    """One recipient's `message.new` frame, as `new_message_frame` would encode it."""
-    return f'{{"type":"message.new","inbox_seq":{inbox_seq},{body[1:]}'
+    """One recipient's frame, as `new_message_frame` would encode it: `inbox_seq` goes in
+    after the `type` (whose value holds no comma)."""
+    cut = body.index(",") + 1
+    return f'{body[:cut]}"inbox_seq":{inbox_seq},{body[cut:]}'
 
 
 def encode(origin: str, targets: Targets, text: str) -> str:
@@ -95,9 +104,12 @@ class Pushes:
         texts = [json.dumps(frame, separators=(",", ":")) for frame in frames]
         await self._send([(list(chunk), text) for text in texts for chunk in _chunks(user_ids)])
 
-    async def messages(self, message: ChatMessage, items: Sequence[InboxItem]) -> None:
-        """`message.new` to each recipient, with their own inbox_seq."""
-        body = message_body(message)
+    async def messages(
+        self, message: ChatMessage | None, items: Sequence[InboxItem], change: Change | None = None
+    ) -> None:
+        """`message.new` (or, for a change, `inbox.event`) to each recipient, with their own
+        inbox_seq."""
+        body = message_body(message, change)
         seqs = [(i.user_id, i.inbox_seq) for i in items]
         await self._send([(dict(chunk), body) for chunk in _chunks(seqs)])
 
@@ -115,9 +127,9 @@ class Pushes:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for payloads in calls:
                     for payload in payloads:
-                        pipe.publish(PUSH_CHANNEL, payload)
+                        publish(pipe, PUSH_CHANNEL, payload, sharded=is_cluster(self.redis))
                 await pipe.execute()
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.warning("realtime push failed; clients catch up by sync", error=str(exc))
         return [(None, None)] * len(calls)
 
@@ -148,6 +160,28 @@ async def push_delivered(
     if items:
         record_fanout(message.id, path)
     await pushes.messages(message, items)
+
+
+async def deliver_change_and_push(
+    store: MessageStore,
+    pushes: Pushes,
+    change: Change,
+    user_ids: Sequence[int],
+    finish: bool = False,
+    path: str = "inline",
+) -> list[InboxItem]:
+    """`deliver_and_push` for a change (`change.message`, if any, already named)."""
+    items = await store.deliver_change(change, user_ids, finish)
+    await push_change(pushes, change, items, path)
+    return items
+
+
+async def push_change(
+    pushes: Pushes, change: Change, items: Sequence[InboxItem], path: str = "inline"
+) -> None:
+    if items:
+        record_fanout(change.id, path)
+    await pushes.messages(None, items, change)
 
 
 async def member_users(

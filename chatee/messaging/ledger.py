@@ -9,7 +9,14 @@ Both numbers a client relies on are taken here, atomically, inside one transacti
 * a user's `inbox_seq`: `user_inbox_counters` rows are locked (in user-id order, so two
   deliveries never deadlock) and bumped in the same transaction that inserts the inbox rows, so
   a rolled-back delivery gives its numbers back and the counter never skips one. `(user,
-  message)` is unique: a retried fan-out finds what the first attempt delivered.
+  message, change)` is unique: a retried fan-out finds what the first attempt delivered.
+
+A change to a conversation (an edit, a deletion, a reaction, a membership change) is a ledger
+row too (`message_changes`), delivered exactly as a message is — the same counters, the same
+unique key (its `change_id` beside the message's id), the same `fanout_status` and recovery —
+so a member's inbox is one gap-free cursor over everything they must see. The change itself
+(the edited text, the tombstone, the reaction row) is written in the transaction that records
+it, after locking the message's ledger row, so concurrent changes to one message serialise.
 
 Every transaction starts with a write. On MySQL that takes the row locks before the first
 consistent read, so what it reads next is current; on SQLite it takes the database's write lock
@@ -27,23 +34,39 @@ import asyncio
 import random
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
+from typing import Any
 
-from sqlalchemy import Insert, func, insert, select, update
+from sqlalchemy import Insert, case, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatee.ids import new_id
 from chatee.messaging import sqlite_commit
-from chatee.messaging.sqlite_commit import MissingCounters
-from chatee.messaging.types import ChatMessage, Draft, InboxRef
+from chatee.messaging.sqlite_commit import (  # noqa: F401 - the ledger's errors too
+    MessageDeleted,
+    MissingCounters,
+    TooManyReactions,
+)
+from chatee.messaging.types import (
+    MESSAGE,
+    Change,
+    ChatMessage,
+    Draft,
+    InboxRef,
+    Item,
+    Reaction,
+)
 from chatee.models import (
     Base,
     Conversation,
     ConversationMessage,
     ConversationRead,
     InboxEntry,
+    MessageChange,
+    MessageReaction,
     UserInboxCounter,
     utcnow,
 )
@@ -57,16 +80,33 @@ class ConversationGone(Exception):
 
 
 def row_message(row: ConversationMessage, content: str | None = None) -> ChatMessage:
+    deleted = row.deleted_at is not None
     return ChatMessage(
         id=row.id,
         conversation_id=row.conversation_id,
         seq=row.seq,
         sender_id=row.sender_id,
         sender_type=row.sender_type,
-        content=content if content is not None else (row.content or ""),
+        content="" if deleted else content if content is not None else (row.content or ""),
         client_msg_id=row.client_msg_id,
         created_at=row.created_at,
         meta=row.meta,
+        edited_at=row.edited_at,
+        deleted=deleted,
+    )
+
+
+def row_change(row: MessageChange) -> Change:
+    return Change(
+        id=row.id,
+        conversation_id=row.conversation_id,
+        kind=row.kind,
+        actor_id=row.actor_id,
+        created_at=row.created_at,
+        message_id=row.message_id,
+        seq=row.seq,
+        data=row.data or {},
+        extra_users=tuple(row.extra_users or ()),
     )
 
 
@@ -183,22 +223,23 @@ async def _append_sqlite(
 
 
 async def append_delivered(
-    factory: Factory, draft: Draft, user_ids: Sequence[int]
+    factory: Factory, draft: Draft, user_ids: Sequence[int], status: str = "done"
 ) -> tuple[ChatMessage, bool, list[InboxRef]]:
     """`append`, then `deliver(…, finish=True)` to `user_ids`, as ONE transaction.
 
-    For a small audience with nothing to do between storing and fanning out (no agent to
-    run): one write instead of two, and the message is never `pending`. Returns the message,
-    whether this call created it, and the inbox entries it made; a resend gets the first
-    send and no entries (whether that one finished is the caller's to look at)."""
+    For a small audience: one write instead of two, and the message is never `pending`.
+    Returns the message, whether this call created it, and the inbox entries it made; a
+    resend gets the first send and no entries (whether that one finished is the caller's to
+    look at). `status="pending"`: delivered, but work remains (an agent hand-off) — the
+    recovery loop finishes it if the process dies before it is marked done."""
     users = sorted(set(user_ids))
     await _ensure_counters(factory, users)
     for attempt in range(ATTEMPTS):
         try:
             if sqlite_commit.is_sqlite(factory):
-                message, refs = await _append_delivered_sqlite(factory, draft, users)
+                message, refs = await _append_delivered_sqlite(factory, draft, users, status)
             else:
-                message, refs = await _append_delivered_generic(factory, draft, users)
+                message, refs = await _append_delivered_generic(factory, draft, users, status)
             return message, True, refs
         except MissingCounters as exc:  # the process's memory of them was stale
             _known_counters(factory).difference_update(exc.users)
@@ -218,7 +259,7 @@ async def append_delivered(
 
 
 async def _append_delivered_sqlite(
-    factory: Factory, draft: Draft, users: list[int]
+    factory: Factory, draft: Draft, users: list[int], status: str = "done"
 ) -> tuple[ChatMessage, list[InboxRef]]:
     commit = sqlite_commit.group_commit(factory)
     binds = commit.binds
@@ -228,12 +269,12 @@ async def _append_delivered_sqlite(
     def work(sq: sqlite3.Connection) -> tuple[ChatMessage, list[InboxRef]]:
         seq = sqlite_commit.append_rows(sq, binds=binds, draft=draft, keep_content=True,
                                         message_id=message_id, now=now, created=created,
-                                        status="done")  # fmt: skip
+                                        status=status)  # fmt: skip
         if seq is None:
             raise ConversationGone(draft.conversation_id)
         message = draft.stored(message_id, seq, created)
         # a message this new has been delivered to nobody yet
-        refs, _ = sqlite_commit.deliver_rows(sq, binds=binds, message=message, users=users,
+        refs, _ = sqlite_commit.deliver_rows(sq, binds=binds, item=message.item, users=users,
                                              finish=False, check=False)  # fmt: skip
         return message, refs
 
@@ -241,11 +282,11 @@ async def _append_delivered_sqlite(
 
 
 async def _append_delivered_generic(
-    factory: Factory, draft: Draft, users: list[int]
+    factory: Factory, draft: Draft, users: list[int], status: str = "done"
 ) -> tuple[ChatMessage, list[InboxRef]]:
     async with factory() as db:  # not SQLite (that goes through the group commit)
         try:
-            message = await _append_once(db, draft, keep_content=True, status="done")
+            message = await _append_once(db, draft, keep_content=True, status=status)
             refs, _ = await _deliver_once(db, message, users, finish=False, check=False)
             await db.commit()
         except BaseException:
@@ -295,8 +336,12 @@ async def _by_client_id(db: AsyncSession, draft: Draft) -> ConversationMessage |
 
 
 async def message_row(factory: Factory, message_id: int) -> ConversationMessage | None:
+    """The ledger row, read-only (a Core row with the model's attributes: the ORM's identity
+    map costs CPU on every edit and reaction)."""
+    table = ConversationMessage.__table__
     async with factory() as db:
-        return await db.get(ConversationMessage, message_id)
+        row = (await db.execute(select(table).where(table.c.id == message_id))).first()
+    return row  # type: ignore[return-value]
 
 
 def _insert_ignore(db: AsyncSession, table: type[Base]) -> Insert:
@@ -346,23 +391,25 @@ async def _ensure_counters(factory: Factory, users: Sequence[int]) -> None:
 
 
 async def deliver(
-    factory: Factory, message: ChatMessage, user_ids: Sequence[int], finish: bool = False
+    factory: Factory, message: ChatMessage | Item, user_ids: Sequence[int], finish: bool = False
 ) -> tuple[list[InboxRef], list[InboxRef]]:
-    """Give each user one inbox entry for `message`. Returns (new refs, refs that existed).
-    `finish`: this is the last batch — mark the message fanned out in the same transaction."""
+    """Give each user one inbox entry for a message or a change (`Item`). Returns (new refs,
+    refs that existed). `finish`: this is the last batch — mark it fanned out in the same
+    transaction."""
+    item = message.item if isinstance(message, ChatMessage) else message
     users = sorted(set(user_ids))
     if not users:
         if finish:
-            await mark_fanned_out(factory, message.id)
+            await mark_fanned_out(factory, item.id, item.kind)
         return [], []
     await _ensure_counters(factory, users)
     if sqlite_commit.is_sqlite(factory):
-        return await _deliver_sqlite(factory, message, users, finish)
+        return await _deliver_sqlite(factory, item, users, finish)
     check = False  # optimistic: a first delivery finds nothing delivered before it
     for attempt in range(ATTEMPTS):
         async with factory() as db:  # not SQLite (that goes through the group commit)
             try:
-                delivered = await _deliver_once(db, message, users, finish, check)
+                delivered = await _deliver_once(db, item, users, finish, check)
                 await db.commit()
                 return delivered
             except MissingCounters as exc:
@@ -384,16 +431,16 @@ async def deliver(
             await _ensure_counters(factory, sorted(missing))
             continue
         await backoff(attempt)
-    raise RuntimeError(f"could not deliver message {message.id}")
+    raise RuntimeError(f"could not deliver {item.kind} {item.id}")
 
 
 async def _deliver_sqlite(
-    factory: Factory, message: ChatMessage, users: list[int], finish: bool
+    factory: Factory, item: Item, users: list[int], finish: bool
 ) -> tuple[list[InboxRef], list[InboxRef]]:
     """`deliver` on SQLite, group-committed (see `sqlite_commit`)."""
     commit = sqlite_commit.group_commit(factory)
     op = partial(
-        sqlite_commit.deliver_rows, binds=commit.binds, message=message, users=users, finish=finish
+        sqlite_commit.deliver_rows, binds=commit.binds, item=item, users=users, finish=finish
     )
     for attempt in range(ATTEMPTS):
         try:
@@ -408,16 +455,17 @@ async def _deliver_sqlite(
             if not sqlite_commit.transient(exc):
                 raise
         await backoff(attempt)
-    raise RuntimeError(f"could not deliver message {message.id}")
+    raise RuntimeError(f"could not deliver {item.kind} {item.id}")
 
 
 async def _deliver_once(
-    db: AsyncSession, message: ChatMessage, users: list[int], finish: bool, check: bool
+    db: AsyncSession, message: ChatMessage | Item, users: list[int], finish: bool, check: bool
 ) -> tuple[list[InboxRef], list[InboxRef]]:
     """One delivery's statements, in the caller's transaction (MySQL; SQLite deliveries go
     through `sqlite_commit.deliver_rows`). Without `check` it does not look for entries
     delivered before: if there are any, the unique (user, message) key refuses the insert and
     the caller retries with `check`."""
+    item = message.item if isinstance(message, ChatMessage) else message
     # Core statements throughout: the ORM's unit of work costs CPU on every send
     counters_table = UserInboxCounter.__table__
     user_id, last_seq = counters_table.c.user_id, counters_table.c.last_seq
@@ -428,13 +476,11 @@ async def _deliver_once(
             InboxRef(*row)
             for row in (
                 await db.execute(
-                    select(
-                        InboxEntry.user_id,
-                        InboxEntry.inbox_seq,
-                        InboxEntry.message_id,
-                        InboxEntry.conversation_id,
-                        InboxEntry.seq,
-                    ).where(InboxEntry.message_id == message.id, InboxEntry.user_id.in_(users))
+                    select(*_REF_COLUMNS).where(
+                        InboxEntry.message_id == item.message_id,
+                        InboxEntry.change_id == item.change_id,
+                        InboxEntry.user_id.in_(users),
+                    )
                 )
             )
         ]
@@ -451,9 +497,7 @@ async def _deliver_once(
         if len(counters) < len(fresh):
             raise MissingCounters(set(fresh) - set(counters))
     now = utcnow()
-    refs = [
-        InboxRef(u, counters[u], message.id, message.conversation_id, message.seq) for u in fresh
-    ]
+    refs = [item_ref(u, counters[u], item) for u in fresh]
     if refs:
         await db.execute(
             insert(InboxEntry.__table__),
@@ -465,22 +509,55 @@ async def _deliver_once(
                     "conversation_id": r.conversation_id,
                     "seq": r.seq,
                     "created_at": now,
+                    "kind": r.kind,
+                    "change_id": r.change_id,
                 }
                 for r in refs
             ],
         )
     if finish:
-        await db.execute(
-            update(ConversationMessage.__table__)
-            .where(ConversationMessage.id == message.id)
-            .values(fanout_status="done")
-        )
+        table = _ledger_table(item.kind)
+        await db.execute(update(table).where(table.c.id == item.id).values(fanout_status="done"))
     return refs, existing
+
+
+_REF_COLUMNS = (
+    InboxEntry.user_id,
+    InboxEntry.inbox_seq,
+    InboxEntry.message_id,
+    InboxEntry.conversation_id,
+    InboxEntry.seq,
+    InboxEntry.kind,
+    InboxEntry.change_id,
+)
+
+
+def item_ref(user_id: int, inbox_seq: int, item: Item) -> InboxRef:
+    return InboxRef(
+        user_id,
+        inbox_seq,
+        item.message_id,
+        item.conversation_id,
+        item.seq,
+        item.kind,
+        item.change_id,
+    )
+
+
+def _ledger_table(kind: str) -> Any:
+    """The table whose row tracks the fan-out of a message or of a change."""
+    return (ConversationMessage if kind == MESSAGE else MessageChange).__table__
 
 
 def _ref(entry: InboxEntry) -> InboxRef:
     return InboxRef(
-        entry.user_id, entry.inbox_seq, entry.message_id, entry.conversation_id, entry.seq
+        entry.user_id,
+        entry.inbox_seq,
+        entry.message_id,
+        entry.conversation_id,
+        entry.seq,
+        entry.kind,
+        entry.change_id,
     )
 
 
@@ -512,13 +589,11 @@ async def inbox_heads(factory: Factory, user_ids: Sequence[int]) -> dict[int, in
     return heads
 
 
-async def mark_fanned_out(factory: Factory, message_id: int) -> None:
+async def mark_fanned_out(factory: Factory, message_id: int, kind: str = MESSAGE) -> None:
+    """A message's (or a change's, by `kind`) fan-out is done."""
+    table = _ledger_table(kind)
     async with factory() as db:
-        await db.execute(
-            update(ConversationMessage)
-            .where(ConversationMessage.id == message_id)
-            .values(fanout_status="done")
-        )
+        await db.execute(update(table).where(table.c.id == message_id).values(fanout_status="done"))
         await db.commit()
 
 
@@ -535,3 +610,249 @@ async def pending_fanouts(factory: Factory, older_than: datetime, limit: int) ->
             .limit(limit)
         )
         return list(rows.scalars())
+
+
+# -- changes: edits, deletions, reactions, membership ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """What a change writes besides itself, in both spellings (see `sqlite_commit`): `orm` in
+    the caller's transaction, `raw` on SQLite's raw connection inside the group commit. Each
+    returns the change's data, or None when it changes nothing."""
+
+    orm: Callable[[AsyncSession], Awaitable[dict[str, Any] | None]]
+    raw: Callable[[sqlite3.Connection, sqlite_commit.Binds], dict[str, Any] | None]
+
+
+async def record_change(
+    factory: Factory,
+    template: Change,
+    mutate: Mutation,
+    users: Sequence[int] | None,
+    before_commit: Callable[[Change], Awaitable[None]] | None = None,
+) -> tuple[Change | None, list[InboxRef]]:
+    """In ONE transaction: `mutate` (the change itself — it locks the message's ledger row
+    first, and returns the change's data, or None when it changes nothing), the change's
+    ledger row, and — `users` given — every one of those users' inbox entries (the change is
+    then done at once; without `users` it is `pending` until its fan-out finishes).
+    `template` is the change without its id, time and data. Returns the change (None: nothing
+    changed) and the entries made."""
+    audience = sorted(set(users)) if users is not None else None
+    if audience:
+        await _ensure_counters(factory, audience)
+    if before_commit is None and sqlite_commit.is_sqlite(factory):
+        return await _record_sqlite(factory, template, mutate, audience)
+    for attempt in range(ATTEMPTS):
+        async with sqlite_commit.writing(factory), factory() as db:
+            try:
+                data = await mutate.orm(db)
+                if data is None:
+                    await db.rollback()
+                    return None, []
+                now = utcnow().replace(microsecond=0)  # whole seconds, as messages keep
+                change = Change(
+                    id=new_id(),
+                    conversation_id=template.conversation_id,
+                    kind=template.kind,
+                    actor_id=template.actor_id,
+                    created_at=now,
+                    message_id=template.message_id,
+                    seq=template.seq,
+                    data=data,
+                    extra_users=template.extra_users,
+                )
+                await db.execute(
+                    insert(MessageChange.__table__).values(
+                        id=change.id,
+                        conversation_id=change.conversation_id,
+                        message_id=change.message_id,
+                        seq=change.seq,
+                        kind=change.kind,
+                        actor_id=change.actor_id,
+                        data=change.data,
+                        extra_users=list(change.extra_users) or None,
+                        fanout_status="pending" if audience is None else "done",
+                        created_at=now,
+                    )
+                )
+                refs: list[InboxRef] = []
+                if audience:
+                    refs, _ = await _deliver_once(db, change.item, audience, False, False)
+                if before_commit is not None:
+                    await before_commit(change)
+                await db.commit()
+                return change, refs
+            except MissingCounters as exc:
+                await db.rollback()
+                _known_counters(factory).difference_update(exc.users)
+                await _ensure_counters(factory, sorted(exc.users))
+                continue
+            except OperationalError as exc:
+                await db.rollback()
+                if not transient(exc):
+                    raise
+            except BaseException:
+                await db.rollback()
+                raise
+        await backoff(attempt)
+    raise RuntimeError(f"could not record a {template.kind} in {template.conversation_id}")
+
+
+async def _record_sqlite(
+    factory: Factory, template: Change, mutate: Mutation, users: list[int] | None
+) -> tuple[Change | None, list[InboxRef]]:
+    """`record_change` on SQLite, group-committed: the same statements in one hop."""
+    commit = sqlite_commit.group_commit(factory)
+    for attempt in range(ATTEMPTS):
+        change = replace(template, id=new_id(), created_at=utcnow().replace(microsecond=0))
+        op = partial(sqlite_commit.record_rows, binds=commit.binds, change=change,
+                     mutate=mutate.raw, users=users)  # fmt: skip
+        try:
+            return await commit.run(op)
+        except MissingCounters as exc:
+            _known_counters(factory).difference_update(exc.users)
+            await _ensure_counters(factory, sorted(exc.users))
+            continue
+        except sqlite3.OperationalError as exc:
+            if not sqlite_commit.transient(exc):
+                raise
+        await backoff(attempt)
+    raise RuntimeError(f"could not record a {template.kind} in {template.conversation_id}")
+
+
+async def _lock_live_message(db: AsyncSession, message_id: int, **values: Any) -> None:
+    """The transaction's first statement: lock the message's ledger row (setting `values`,
+    or nothing), or raise MessageDeleted for a tombstone."""
+    table = ConversationMessage.__table__
+    stmt = update(table).where(table.c.id == message_id, table.c.deleted_at.is_(None))
+    stmt = stmt.values(**values) if values else stmt.values(fanout_status=table.c.fanout_status)
+    if (await db.execute(stmt)).rowcount == 0:
+        raise MessageDeleted(message_id)
+
+
+def edit_mutation(message_id: int, content: str | None, edited_at: datetime) -> Mutation:
+    """Set the new text (`content` None: the body lives elsewhere, only the time is kept)."""
+
+    async def mutate(db: AsyncSession) -> dict[str, Any]:
+        values: dict[str, Any] = {"edited_at": edited_at}
+        if content is not None:
+            values["content"] = content
+        await _lock_live_message(db, message_id, **values)
+        return {}
+
+    raw = partial(sqlite_commit.edit_rows, message_id=message_id, content=content, at=edited_at)
+    return Mutation(mutate, raw)
+
+
+def delete_mutation(message_id: int, actor_id: int, deleted_at: datetime) -> Mutation:
+    """Make the message a tombstone (its text and reactions go); None if it is one already."""
+
+    async def mutate(db: AsyncSession) -> dict[str, Any] | None:
+        table = ConversationMessage.__table__
+        stmt = (
+            update(table)
+            .where(table.c.id == message_id, table.c.deleted_at.is_(None))
+            .values(deleted_at=deleted_at, deleted_by=actor_id, content=None)
+        )
+        if (await db.execute(stmt)).rowcount == 0:
+            return None
+        reactions = MessageReaction.__table__
+        await db.execute(delete(reactions).where(reactions.c.message_id == message_id))
+        return {"deleted_by": str(actor_id)}
+
+    raw = partial(
+        sqlite_commit.delete_rows, message_id=message_id, actor_id=actor_id, at=deleted_at
+    )
+    return Mutation(mutate, raw)
+
+
+def reaction_mutation(
+    message_id: int, user_id: int, emoji: str, add: bool, max_kinds: int
+) -> Mutation:
+    """Add (or remove) one person's emoji; the data is the emoji, whether it was added and the
+    count it left. None if that person's reaction was there already (or was not)."""
+
+    async def mutate(db: AsyncSession) -> dict[str, Any] | None:
+        await _lock_live_message(db, message_id)
+        table = MessageReaction.__table__
+        c = table.c
+        mine = (c.message_id == message_id, c.emoji == emoji, c.user_id == user_id)
+        if add:
+            if await db.scalar(select(func.count()).where(*mine)):
+                return None
+            kinds = set(
+                (
+                    await db.execute(
+                        select(table.c.emoji).where(table.c.message_id == message_id).distinct()
+                    )
+                ).scalars()
+            )
+            if emoji not in kinds and len(kinds) >= max_kinds:
+                raise TooManyReactions(message_id)
+            await db.execute(
+                insert(table).values(
+                    message_id=message_id, emoji=emoji, user_id=user_id, created_at=utcnow()
+                )
+            )
+        elif (await db.execute(delete(table).where(*mine))).rowcount == 0:
+            return None
+        count = await db.scalar(
+            select(func.count()).where(table.c.message_id == message_id, table.c.emoji == emoji)
+        )
+        return {"emoji": emoji, "added": add, "count": int(count or 0)}
+
+    raw = partial(sqlite_commit.reaction_rows, message_id=message_id, user_id=user_id,
+                  emoji=emoji, add=add, max_kinds=max_kinds)  # fmt: skip
+    return Mutation(mutate, raw)
+
+
+def fixed_data(data: dict[str, Any]) -> Mutation:
+    """A change with nothing to write but itself (a membership change, already committed)."""
+
+    async def mutate(db: AsyncSession) -> dict[str, Any]:
+        return data
+
+    return Mutation(mutate, lambda sq, binds: data)
+
+
+async def change_rows(factory: Factory, change_ids: Sequence[int]) -> dict[int, Change]:
+    if not change_ids:
+        return {}
+    async with factory() as db:
+        rows = await db.execute(select(MessageChange).where(MessageChange.id.in_(change_ids)))
+        return {row.id: row_change(row) for row in rows.scalars()}
+
+
+async def pending_changes(factory: Factory, older_than: datetime, limit: int) -> list[int]:
+    """Changes whose fan-out never finished (the process died): ids to resume."""
+    async with factory() as db:
+        rows = await db.execute(
+            select(MessageChange.id)
+            .where(MessageChange.fanout_status == "pending", MessageChange.created_at < older_than)
+            .order_by(MessageChange.created_at)
+            .limit(limit)
+        )
+        return list(rows.scalars())
+
+
+async def reactions_of(
+    factory: Factory, message_ids: Sequence[int], viewer: int
+) -> dict[int, tuple[Reaction, ...]]:
+    """Each message's reactions as `viewer` sees them: one grouped query for a whole page."""
+    ids = list(set(message_ids))
+    if not ids:
+        return {}
+    c = MessageReaction.__table__.c
+    mine = func.max(case((c.user_id == viewer, 1), else_=0))
+    stmt = (
+        select(c.message_id, c.emoji, func.count(), func.min(c.created_at), mine)
+        .where(c.message_id.in_(ids))
+        .group_by(c.message_id, c.emoji)
+    )
+    async with factory() as db:
+        rows = (await db.execute(stmt)).all()
+    found: dict[int, list[Reaction]] = {i: [] for i in ids}
+    for message_id, emoji, count, _, me in sorted(rows, key=lambda r: (r[3], r[1])):
+        found[message_id].append(Reaction(emoji, int(count), bool(me)))  # first used, first
+    return {i: tuple(r) for i, r in found.items()}

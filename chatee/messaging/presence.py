@@ -1,10 +1,11 @@
 """Presence in Redis: online while any socket of the user heartbeats, with a TTL.
 
-`chatee:presence:<user>` is a sorted set of the user's live connections (any API process),
+`chatee:presence:{u<user>}` is a sorted set of the user's live connections (any API process),
 each scored with the time its lease runs out; the owning process renews the leases every
 third of `presence_ttl_seconds`. A process that dies stops renewing, so its sockets drop out
-after at most one TTL — no clean-up needed. `chatee:last_seen:<user>` is the last time any of
-the user's sockets was alive.
+after at most one TTL — no clean-up needed. `chatee:last_seen:{u<user>}` is the last time any
+of the user's sockets was alive. The hash tag keeps a user's two keys in one slot of a Redis
+Cluster, so connecting and disconnecting stay one transaction there too.
 """
 
 from __future__ import annotations
@@ -12,17 +13,19 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
+from chatee.redis import is_cluster
+from chatee.timefmt import rfc3339_ms
+
 
 def presence_key(user_id: int) -> str:
-    return f"chatee:presence:{user_id}"
+    return f"chatee:presence:{{u{user_id}}}"
 
 
 def last_seen_key(user_id: int) -> str:
-    return f"chatee:last_seen:{user_id}"
+    return f"chatee:last_seen:{{u{user_id}}}"
 
 
 def _now_ms() -> int:
@@ -36,11 +39,7 @@ class Presence:
     last_seen_ms: int | None
 
     def to_json(self) -> dict[str, object]:
-        seen = (
-            datetime.fromtimestamp(self.last_seen_ms / 1000, UTC).isoformat()
-            if self.last_seen_ms
-            else None
-        )
+        seen = rfc3339_ms(self.last_seen_ms) if self.last_seen_ms else None
         return {
             "user_id": str(self.user_id),
             "status": "online" if self.online else "offline",
@@ -79,8 +78,16 @@ RENEW_CHUNK = 1000
 
 async def renew(redis: Redis, leases: Iterable[tuple[int, str]], ttl: int) -> None:
     now = _now_ms()
-    script = redis.register_script(_RENEW)
     batch = list(leases)
+    if is_cluster(redis):  # users' keys live in many slots: a pipeline, sent per node
+        async with redis.pipeline(transaction=False) as pipe:
+            for user_id, conn_id in batch:
+                pipe.zadd(presence_key(user_id), {conn_id: now + ttl * 1000})
+                pipe.pexpire(presence_key(user_id), ttl * 2000)
+                pipe.set(last_seen_key(user_id), now)
+            await pipe.execute()
+        return
+    script = redis.register_script(_RENEW)
     for i in range(0, len(batch), RENEW_CHUNK):
         chunk = batch[i : i + RENEW_CHUNK]
         keys = [k for user_id, _ in chunk for k in (presence_key(user_id), last_seen_key(user_id))]

@@ -9,7 +9,8 @@ write's all-or-nothing are unchanged.
 What one SQLite database needs for that — its writer lock, its batcher, the bind processors of
 the columns written raw — is one `SqliteCommit`, made once per engine (`group_commit`). The
 ledger keeps the retries and the path of every other database; `append_rows` and
-`deliver_rows` are the raw-connection spelling of its `_append_once` and `_deliver_once`, so a
+`deliver_rows` are the raw-connection spelling of its `_append_once` and `_deliver_once` (and
+`record_rows` with the `*_rows` mutations that of its `record_change` and mutations), so a
 change to one is a change to the other.
 """
 
@@ -19,6 +20,7 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -26,8 +28,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chatee.coalesce import Coalescer
-from chatee.messaging.types import ChatMessage, Draft, InboxRef
-from chatee.models import Conversation, ConversationMessage, InboxEntry, utcnow
+from chatee.messaging.types import MESSAGE, Change, Draft, InboxRef, Item
+from chatee.models import Conversation, ConversationMessage, InboxEntry, MessageChange, utcnow
 
 T = TypeVar("T")
 Factory = async_sessionmaker[AsyncSession]
@@ -156,6 +158,15 @@ class Binds:
         self.inbox_created_at = InboxEntry.__table__.c.created_at.type.bind_processor(dialect) or (
             lambda v: v
         )
+        self.json = MessageChange.__table__.c.data.type.bind_processor(dialect) or (lambda v: v)
+
+
+class MessageDeleted(Exception):
+    """The message is a tombstone: it cannot be edited or reacted to."""
+
+
+class TooManyReactions(Exception):
+    """The message has as many different emoji as it may."""
 
 
 class MissingCounters(Exception):
@@ -218,22 +229,24 @@ def deliver_rows(
     sq: sqlite3.Connection,
     *,
     binds: Binds,
-    message: ChatMessage,
+    item: Item,
     users: list[int],
     finish: bool,
     check: bool = True,
 ) -> tuple[list[InboxRef], list[InboxRef]]:
-    """The ledger's `_deliver_once` statements on the raw connection. The batch holds the
-    write lock (BEGIN IMMEDIATE), so it reads what was delivered before (unless the caller
-    knows there is nothing: `check`), then bumps what is fresh."""
+    """The ledger's `_deliver_once` statements on the raw connection, for a message's or a
+    change's `item`. The batch holds the write lock (BEGIN IMMEDIATE), so it reads what was
+    delivered before (unless the caller knows there is nothing: `check`), then bumps what is
+    fresh."""
     existing: list[InboxRef] = []
     if check:
         existing = [
             InboxRef(*row)
             for row in sq.execute(
-                "SELECT user_id, inbox_seq, message_id, conversation_id, seq FROM inbox_entries "
-                f"WHERE message_id = ? AND user_id IN ({', '.join('?' * len(users))})",
-                [message.id, *users],
+                "SELECT user_id, inbox_seq, message_id, conversation_id, seq, kind, change_id "
+                "FROM inbox_entries WHERE message_id = ? AND change_id = ? "
+                f"AND user_id IN ({', '.join('?' * len(users))})",
+                [item.message_id, item.change_id, *users],
             ).fetchall()
         ]
     done = {r.user_id for r in existing}
@@ -250,20 +263,143 @@ def deliver_rows(
     if len(counters) < len(fresh):
         raise MissingCounters(set(fresh) - set(counters))
     refs = [
-        InboxRef(u, counters[u], message.id, message.conversation_id, message.seq) for u in fresh
-    ]
+        InboxRef(
+            u, counters[u], item.message_id, item.conversation_id, item.seq, item.kind,
+            item.change_id,
+        )
+        for u in fresh
+    ]  # fmt: skip
     if refs:
         created = binds.inbox_created_at(utcnow())
         sq.executemany(
             "INSERT INTO inbox_entries (user_id, inbox_seq, message_id, conversation_id, "
-            "seq, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "seq, created_at, kind, change_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (r.user_id, r.inbox_seq, r.message_id, r.conversation_id, r.seq, created)
+                (
+                    r.user_id,
+                    r.inbox_seq,
+                    r.message_id,
+                    r.conversation_id,
+                    r.seq,
+                    created,
+                    r.kind,
+                    r.change_id,
+                )
                 for r in refs
-            ],
+            ],  # fmt: skip
         )
     if finish:
-        sq.execute(
-            "UPDATE conversation_messages SET fanout_status = 'done' WHERE id = ?", (message.id,)
-        )
+        table = "conversation_messages" if item.kind == MESSAGE else "message_changes"
+        sq.execute(f"UPDATE {table} SET fanout_status = 'done' WHERE id = ?", (item.id,))
     return refs, existing
+
+
+# -- changes (the ledger's `record_change` and its mutations, on the raw connection) -------------
+
+
+def record_rows(
+    sq: sqlite3.Connection,
+    *,
+    binds: Binds,
+    change: Change,
+    mutate: Callable[[sqlite3.Connection, Binds], dict[str, Any] | None],
+    users: list[int] | None,
+) -> tuple[Change | None, list[InboxRef]]:
+    """The mutation, the change's ledger row, and (`users` given) its inbox entries."""
+    data = mutate(sq, binds)
+    if data is None:
+        return None, []
+    change = replace(change, data=data)
+    sq.execute(
+        "INSERT INTO message_changes (id, conversation_id, message_id, seq, kind, actor_id, "
+        "data, extra_users, fanout_status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            change.id, change.conversation_id, change.message_id, change.seq, change.kind,
+            change.actor_id, binds.json(data), binds.json(list(change.extra_users) or None),
+            "pending" if users is None else "done", binds.created_at(change.created_at),
+        ),
+    )  # fmt: skip
+    refs: list[InboxRef] = []
+    if users:
+        refs, _ = deliver_rows(sq, binds=binds, item=change.item, users=users, finish=False,
+                               check=False)  # fmt: skip
+    return change, refs
+
+
+def _live(sq: sqlite3.Connection, message_id: int) -> None:
+    found = sq.execute(
+        "SELECT 1 FROM conversation_messages WHERE id = ? AND deleted_at IS NULL", (message_id,)
+    ).fetchall()
+    if not found:
+        raise MessageDeleted(message_id)
+
+
+def edit_rows(
+    sq: sqlite3.Connection, binds: Binds, *, message_id: int, content: str | None, at: datetime
+) -> dict[str, Any]:
+    if content is None:
+        cur = sq.execute(
+            "UPDATE conversation_messages SET edited_at = ? WHERE id = ? AND deleted_at IS NULL",
+            (binds.created_at(at), message_id),
+        )
+    else:
+        cur = sq.execute(
+            "UPDATE conversation_messages SET edited_at = ?, content = ? "
+            "WHERE id = ? AND deleted_at IS NULL",
+            (binds.created_at(at), content, message_id),
+        )
+    if cur.rowcount == 0:
+        raise MessageDeleted(message_id)
+    return {}
+
+
+def delete_rows(
+    sq: sqlite3.Connection, binds: Binds, *, message_id: int, actor_id: int, at: datetime
+) -> dict[str, Any] | None:
+    cur = sq.execute(
+        "UPDATE conversation_messages SET deleted_at = ?, deleted_by = ?, content = NULL "
+        "WHERE id = ? AND deleted_at IS NULL",
+        (binds.created_at(at), actor_id, message_id),
+    )
+    if cur.rowcount == 0:
+        return None
+    sq.execute("DELETE FROM message_reactions WHERE message_id = ?", (message_id,))
+    return {"deleted_by": str(actor_id)}
+
+
+def reaction_rows(
+    sq: sqlite3.Connection,
+    binds: Binds,
+    *,
+    message_id: int,
+    user_id: int,
+    emoji: str,
+    add: bool,
+    max_kinds: int,
+) -> dict[str, Any] | None:
+    _live(sq, message_id)
+    mine = (message_id, emoji, user_id)
+    where = "message_id = ? AND emoji = ? AND user_id = ?"
+    if add:
+        if sq.execute(f"SELECT 1 FROM message_reactions WHERE {where}", mine).fetchall():
+            return None
+        kinds = {
+            row[0]
+            for row in sq.execute(
+                "SELECT DISTINCT emoji FROM message_reactions WHERE message_id = ?", (message_id,)
+            ).fetchall()
+        }
+        if emoji not in kinds and len(kinds) >= max_kinds:
+            raise TooManyReactions(message_id)
+        sq.execute(
+            "INSERT INTO message_reactions (message_id, emoji, user_id, created_at) "
+            "VALUES (?, ?, ?, ?)",
+            (*mine, binds.created_at(utcnow())),
+        )
+    elif sq.execute(f"DELETE FROM message_reactions WHERE {where}", mine).rowcount == 0:
+        return None
+    (count,) = sq.execute(
+        "SELECT count(*) FROM message_reactions WHERE message_id = ? AND emoji = ?",
+        (message_id, emoji),
+    ).fetchone()
+    return {"emoji": emoji, "added": add, "count": int(count)}

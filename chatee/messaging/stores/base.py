@@ -5,10 +5,22 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from chatee.messaging import ledger
-from chatee.messaging.types import ChatMessage, Draft, InboxItem
+from chatee.messaging.types import (
+    DELETED,
+    EDITED,
+    MESSAGE,
+    REACTION,
+    Change,
+    ChatMessage,
+    Draft,
+    InboxItem,
+    InboxRef,
+)
+from chatee.models import utcnow
 
 
 class MessageStore(ABC):
@@ -40,20 +52,106 @@ class MessageStore(ABC):
         fan-out — it is marked done in the same transaction."""
 
     async def append_delivered(
-        self, draft: Draft, user_ids: Sequence[int]
+        self, draft: Draft, user_ids: Sequence[int], status: str = "done"
     ) -> tuple[ChatMessage, bool, list[InboxItem]]:
         """`append`, then `deliver(…, finish=True)`: the message, whether this call created
         it, and its inbox entries (none for a resend). Stores whose ledger write can hold
         both do them as one transaction; this default takes two steps (a crash between them
-        leaves the message `pending`, which recovery finishes)."""
+        leaves the message `pending`, which recovery finishes). `status="pending"`: work
+        remains after the delivery (an agent hand-off), so the message is left `pending`."""
         message, created = await self.append(draft)
         if not created:
             return message, False, []
-        return message, True, await self.deliver(message, user_ids, finish=True)
+        items = await self.deliver(message, user_ids, finish=status == "done")
+        return message, True, items
 
     @abstractmethod
     async def inbox(self, user_id: int, after: int, limit: int) -> list[InboxItem]:
         """The user's entries with `inbox_seq > after`, ascending and contiguous."""
+
+    # -- changes (edits, deletions, reactions, membership) -----------------------------------
+
+    keeps_content = True  # the ledger row holds the body (the SQL store)
+
+    async def body_changed(self, message: ChatMessage) -> None:  # noqa: B027 - a hook
+        """Called inside the change's transaction, before it commits: a store that keeps
+        bodies elsewhere writes the edited body (or the tombstone) there."""
+
+    async def record(
+        self,
+        template: Change,
+        mutate: ledger.Mutation,
+        users: Sequence[int] | None,
+        message: ChatMessage | None = None,
+    ) -> tuple[Change | None, list[InboxItem]]:
+        """Record a change (see `ledger.record_change`); `message`: the message as the change
+        leaves it, written by `body_changed` before the commit. Returns the change with its
+        message, and the inbox entries made (`users` given: all of them, done at once)."""
+
+        async def before_commit(change: Change) -> None:
+            if message is not None:
+                await self.body_changed(message)
+
+        hook = before_commit if message is not None and not self.keeps_content else None
+        change, refs = await ledger.record_change(self.db, template, mutate, users, hook)
+        if change is None:
+            return None, []
+        change = change.with_message(message)
+        await self._put_change_refs(refs)
+        return change, [InboxItem(r.user_id, r.inbox_seq, None, change) for r in _by_user(refs)]
+
+    async def edit(
+        self, message: ChatMessage, content: str, users: Sequence[int] | None
+    ) -> tuple[Change | None, list[InboxItem]]:
+        now = utcnow().replace(microsecond=0)
+        edited = replace(message, content=content, edited_at=now)
+        mutate = ledger.edit_mutation(message.id, content if self.keeps_content else None, now)
+        return await self.record(_about(message, EDITED, message.sender_id), mutate, users, edited)
+
+    async def delete(
+        self, message: ChatMessage, actor_id: int, users: Sequence[int] | None
+    ) -> tuple[Change | None, list[InboxItem]]:
+        now = utcnow().replace(microsecond=0)
+        tombstone = replace(message, content="", deleted=True, meta=None)
+        mutate = ledger.delete_mutation(message.id, actor_id, now)
+        return await self.record(_about(message, DELETED, actor_id), mutate, users, tombstone)
+
+    async def react(
+        self,
+        message: ChatMessage,
+        user_id: int,
+        emoji: str,
+        add: bool,
+        max_kinds: int,
+        users: Sequence[int] | None,
+    ) -> tuple[Change | None, list[InboxItem]]:
+        mutate = ledger.reaction_mutation(message.id, user_id, emoji, add, max_kinds)
+        return await self.record(_about(message, REACTION, user_id), mutate, users)
+
+    async def deliver_change(
+        self, change: Change, user_ids: Sequence[int], finish: bool = False
+    ) -> list[InboxItem]:
+        """`deliver` for a change: every user's entry for it (idempotent)."""
+        fresh, existing = await ledger.deliver(self.db, change.item, user_ids, finish)
+        refs = _by_user(fresh + existing)
+        await self._put_change_refs(refs)
+        return [InboxItem(r.user_id, r.inbox_seq, None, change) for r in refs]
+
+    async def _put_change_refs(self, refs: list[InboxRef]) -> None:  # noqa: B027 - a hook
+        """A store that keeps inbox timelines elsewhere writes these entries there too."""
+
+    async def get_change(self, change_id: int) -> Change | None:
+        """The change, with its message as it is now (for edits and deletions)."""
+        change = (await ledger.change_rows(self.db, [change_id])).get(change_id)
+        if change is None or change.kind not in (EDITED, DELETED):
+            return change
+        return change.with_message(await self.get(change.message_id))
+
+    async def pending_changes(self, older_than: datetime, limit: int = 100) -> list[int]:
+        return await ledger.pending_changes(self.db, older_than, limit)
+
+    async def mark_change_done(self, change_id: int) -> None:
+        await ledger.mark_fanned_out(self.db, change_id, "change")
 
     async def inbox_heads(self, user_ids: Sequence[int]) -> dict[int, int]:
         return await ledger.inbox_heads(self.db, user_ids)
@@ -66,3 +164,35 @@ class MessageStore(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
         """Release connections the store holds of its own (the SQL engine is not its own)."""
+
+
+def _about(message: ChatMessage, kind: str, actor_id: int) -> Change:
+    """The template of a change to `message` (the ledger gives it an id, a time and data)."""
+    return Change(
+        id=0,
+        conversation_id=message.conversation_id,
+        kind=kind,
+        actor_id=actor_id,
+        created_at=message.created_at,
+        message_id=message.id,
+        seq=message.seq,
+    )
+
+
+def _by_user(refs: list[InboxRef]) -> list[InboxRef]:
+    return sorted(refs, key=lambda r: r.user_id)
+
+
+def change_item(
+    ref: InboxRef, changes: dict[int, Change], messages: dict[int, ChatMessage]
+) -> InboxItem | None:
+    """An inbox entry from its ref and what it points at (None: that is missing)."""
+    if ref.kind == MESSAGE:
+        message = messages.get(ref.message_id)
+        return InboxItem(ref.user_id, ref.inbox_seq, message) if message is not None else None
+    change = changes.get(ref.change_id)
+    if change is None:
+        return None
+    if change.kind in (EDITED, DELETED):
+        change = change.with_message(messages.get(change.message_id))
+    return InboxItem(ref.user_id, ref.inbox_seq, None, change)

@@ -17,8 +17,11 @@ salt bytes to give each its own region), while one conversation or inbox stays c
 
 Sequencing stays in the SQL ledger (gap-free counters, idempotency keys). A message's body is
 written to HBase while the ledger row is still uncommitted, so every committed message has its
-body. Inbox rows are written after the ledger commits; a reader that finds one missing (the
-writer died in between) rebuilds it from the ledger — read repair — so sync never skips one.
+body; an edit or a deletion rewrites it the same way, inside the change's transaction. Inbox
+rows of changes carry the change's id and kind; the change itself (small: an emoji and a count,
+a member) is read from the SQL ledger. Inbox rows are written after the ledger commits; a
+reader that finds one missing (the writer died in between) rebuilds it from the ledger — read
+repair — so sync never skips one.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ from typing import Any
 import happybase
 
 from chatee.messaging import ledger
-from chatee.messaging.stores.base import MessageStore
-from chatee.messaging.types import ChatMessage, Draft, InboxItem, InboxRef
+from chatee.messaging.stores.base import MessageStore, change_item
+from chatee.messaging.types import MESSAGE, ChatMessage, Draft, InboxItem, InboxRef
 
 MAX_SEQ = 2**63 - 1
 _END = b"\xff" * 8 + b"\x00"  # sorts after every 8-byte suffix of a prefix
@@ -70,11 +73,16 @@ def _message_columns(message: ChatMessage) -> dict[bytes, bytes]:
     }
     if message.meta:
         columns[b"m:meta"] = json.dumps(message.meta).encode()
+    if message.edited_at is not None:
+        columns[b"m:edited_at"] = message.edited_at.isoformat().encode()
+    if message.deleted:
+        columns[b"m:deleted"] = b"1"
     return columns
 
 
 def _message_from(columns: dict[bytes, bytes]) -> ChatMessage:
     meta = columns.get(b"m:meta")
+    edited = columns.get(b"m:edited_at")
     return ChatMessage(
         id=int(columns[b"m:id"]),
         conversation_id=int(columns[b"m:conversation_id"]),
@@ -85,15 +93,21 @@ def _message_from(columns: dict[bytes, bytes]) -> ChatMessage:
         client_msg_id=columns[b"m:client_msg_id"].decode(),
         created_at=datetime.fromisoformat(columns[b"m:created_at"].decode()),
         meta=json.loads(meta) if meta else None,
+        edited_at=datetime.fromisoformat(edited.decode()) if edited else None,
+        deleted=columns.get(b"m:deleted") == b"1",
     )
 
 
 def _ref_columns(ref: InboxRef) -> dict[bytes, bytes]:
-    return {
+    columns = {
         b"i:message_id": str(ref.message_id).encode(),
         b"i:conversation_id": str(ref.conversation_id).encode(),
         b"i:seq": str(ref.seq).encode(),
     }
+    if ref.change_id:
+        columns[b"i:kind"] = ref.kind.encode()
+        columns[b"i:change_id"] = str(ref.change_id).encode()
+    return columns
 
 
 class HBaseMessageStore(MessageStore):
@@ -149,6 +163,18 @@ class HBaseMessageStore(MessageStore):
             return list(conn.table(table).scan(row_start=start, row_stop=stop, limit=limit))
 
     # -- the interface ----------------------------------------------------------------------
+
+    keeps_content = False  # bodies live in HBase
+
+    async def body_changed(self, message: ChatMessage) -> None:
+        key = message_key(message.conversation_id, message.seq, self.buckets)
+        columns = _message_columns(message)
+        if not message.meta:  # a tombstone drops what it carried
+            columns[b"m:meta"] = b""
+        await self._run(self._put_rows, MESSAGES, [(key, columns)])
+
+    async def _put_change_refs(self, refs: list[InboxRef]) -> None:
+        await self._put_refs(refs)
 
     async def append(self, draft: Draft) -> tuple[ChatMessage, bool]:
         async def write_body(message: ChatMessage) -> None:
@@ -210,6 +236,8 @@ class HBaseMessageStore(MessageStore):
                     int(columns[b"i:message_id"]),
                     int(columns[b"i:conversation_id"]),
                     int(columns[b"i:seq"]),
+                    columns.get(b"i:kind", MESSAGE.encode()).decode(),
+                    int(columns.get(b"i:change_id", b"0")),
                 )
             )
         if len(refs) < limit:
@@ -220,13 +248,15 @@ class HBaseMessageStore(MessageStore):
                 )
                 await self._put_refs(missing)
                 refs += missing
-        bodies = await self._bodies([(r.conversation_id, r.seq) for r in refs])
+        bodies = await self._bodies([(r.conversation_id, r.seq) for r in refs if r.message_id])
+        messages = {m.id: m for m in bodies.values()}
+        changes = await ledger.change_rows(self.db, [r.change_id for r in refs if r.change_id])
         items = []
         for ref in refs:
-            message = bodies.get((ref.conversation_id, ref.seq))
-            if message is None:
+            item = change_item(ref, changes, messages)
+            if item is None:
                 break  # never expected: bodies are written before the ledger commits
-            items.append(InboxItem(user_id, ref.inbox_seq, message))
+            items.append(item)
         return items
 
     async def close(self) -> None:

@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from chatee.messaging import ledger
 from chatee.messaging.stores.base import MessageStore
-from chatee.messaging.types import ChatMessage, Draft, InboxItem, InboxRef
-from chatee.models import ConversationMessage, InboxEntry
+from chatee.messaging.types import DELETED, EDITED, MESSAGE, ChatMessage, Draft, InboxItem, InboxRef
+from chatee.models import ConversationMessage, InboxEntry, MessageChange
 
 
 class SqlMessageStore(MessageStore):
@@ -34,9 +34,9 @@ class SqlMessageStore(MessageStore):
             return [ledger.row_message(r) for r in (await db.execute(stmt)).scalars()]
 
     async def append_delivered(
-        self, draft: Draft, user_ids: Sequence[int]
+        self, draft: Draft, user_ids: Sequence[int], status: str = "done"
     ) -> tuple[ChatMessage, bool, list[InboxItem]]:
-        message, created, refs = await ledger.append_delivered(self.db, draft, user_ids)
+        message, created, refs = await ledger.append_delivered(self.db, draft, user_ids, status)
         return message, created, [_item(r, message) for r in sorted(refs, key=lambda r: r.user_id)]
 
     async def deliver(
@@ -46,19 +46,32 @@ class SqlMessageStore(MessageStore):
         return [_item(r, message) for r in sorted(fresh + existing, key=lambda r: r.user_id)]
 
     async def inbox(self, user_id: int, after: int, limit: int) -> list[InboxItem]:
+        """One query: each entry with the message and the change it points at."""
         stmt = (
-            select(InboxEntry, ConversationMessage)
-            .join(ConversationMessage, ConversationMessage.id == InboxEntry.message_id)
+            select(InboxEntry, ConversationMessage, MessageChange)
+            .outerjoin(ConversationMessage, ConversationMessage.id == InboxEntry.message_id)
+            .outerjoin(MessageChange, MessageChange.id == InboxEntry.change_id)
             .where(InboxEntry.user_id == user_id, InboxEntry.inbox_seq > after)
             .order_by(InboxEntry.inbox_seq)
             .limit(limit)
         )
         async with self.db() as db:
             rows = (await db.execute(stmt)).all()
-        return [
-            InboxItem(entry.user_id, entry.inbox_seq, ledger.row_message(message))
-            for entry, message in rows
-        ]
+        items = []
+        for entry, message_row, change_row in rows:
+            message = ledger.row_message(message_row) if message_row is not None else None
+            if entry.kind == MESSAGE:
+                if message is None:
+                    break  # never expected: a message row is never removed
+                items.append(InboxItem(entry.user_id, entry.inbox_seq, message))
+                continue
+            if change_row is None:
+                break
+            change = ledger.row_change(change_row)
+            if change.kind in (EDITED, DELETED):
+                change = change.with_message(message)
+            items.append(InboxItem(entry.user_id, entry.inbox_seq, None, change))
+        return items
 
 
 def _item(ref: InboxRef, message: ChatMessage) -> InboxItem:
