@@ -91,6 +91,9 @@ class Messaging(BaseModel):
     recovery_grace_seconds: float = Field(10, gt=0)  # a send still unfanned this long is resumed
     recovery_interval_seconds: float = Field(5, gt=0)
     reconcile_seconds: float = Field(30, gt=0)  # sockets are checked against inbox heads
+    # push channels users hash into; an API process listens to its own users' buckets only.
+    # Every process must use the same number.
+    push_buckets: int = Field(256, gt=0, le=16384)
     hbase_port: int = Field(9090, gt=0, lt=65536)  # HBase Thrift (CHATEE_HBASE_HOST is the host)
     hbase_table_prefix: str = "chatee"
     hbase_salt_buckets: int = Field(16, gt=0, le=256)

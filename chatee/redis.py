@@ -8,7 +8,7 @@ WebSocket handshakes that dropped realtime pushes, turned cache hits into SQL re
 refused sockets whose token could not be checked. Followed event streams share one
 connection (`chatee.bus.StreamWatch`), so open SSE streams do not use up the pool.
 
-`Subscription` reads one pub/sub channel for as long as a process runs, across Redis restarts.
+`Subscriptions` reads pub/sub channels for as long as a process runs, across Redis restarts.
 
 With `CHATEE_REDIS_CLUSTER=true` the client is a `RedisCluster` (the URL names any node). Code
 that works on both keeps every multi-key command, script and transaction inside one hash slot
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
@@ -93,75 +93,133 @@ def publish(target: Redis | Pipeline, channel: str, message: str, sharded: bool)
     return target.spublish(channel, message) if sharded else target.publish(channel, message)
 
 
-class Subscription:
-    """Read `channel` until cancelled: each message's data goes to `on_message`.
+class Subscriptions:
+    """Read a changing set of pub/sub channels until cancelled: each message's data goes to
+    `on_message`.
 
     redis-py's PubSub does not come back from a connection the server closed (a restart, a
-    CLIENT KILL): every later read fails. So after any error the subscription is made anew on
-    a fresh connection. Messages published in between are lost to this process, so
-    `on_subscribed` is called each time the subscription is (again) confirmed by Redis: from
-    then on nothing is missed, and whatever depends on having heard everything can resume."""
+    CLIENT KILL): every later read fails. So after any error the subscriptions are made anew
+    on a fresh connection. Messages published in between are lost to this process, so
+    `on_subscribed` is called each time every channel is (again) confirmed by Redis: from then
+    on nothing is missed, and whatever depends on having heard everything can resume.
+
+    Channels are counted: `add` subscribes the first time and returns once Redis has confirmed
+    the channel (so state read after it misses nothing published later); `discard`
+    unsubscribes when the last holder lets go. On a cluster the channels are sharded ones
+    (SSUBSCRIBE on the node serving each channel's slot; redis-py moves them after a
+    failover, and a lost node is handled as above)."""
+
+    CONFIRM_SECONDS = 5  # `add` gives up waiting after this (the caller's reconcile fills in)
 
     def __init__(
         self,
         redis: Redis,
-        channel: str,
         on_message: Callable[[str], None],
         on_subscribed: Callable[[], None] = lambda: None,
         on_lost: Callable[[], None] = lambda: None,
+        channels: Iterable[str] = (),
     ) -> None:
         self.redis = redis
-        self.channel = channel
         self.on_message = on_message
         self.on_subscribed = on_subscribed
         self.on_lost = on_lost
         self.sharded = is_cluster(redis)
+        self.holders: dict[str, int] = dict.fromkeys(channels, 1)
+        self.confirmed: dict[str, asyncio.Event] = {c: asyncio.Event() for c in self.holders}
+        self._pubsub: Any = None
+        self._unconfirmed: set[str] = set()  # after a (re)connect: channels Redis has not confirmed
+        self._changed = asyncio.Event()
+
+    async def add(self, channel: str) -> None:
+        self.holders[channel] = self.holders.get(channel, 0) + 1
+        if self.holders[channel] == 1:
+            self.confirmed[channel] = asyncio.Event()
+            if self._pubsub is not None:
+                with contextlib.suppress(Exception):  # a failure is the read loop's to mend
+                    await self._subscribe(self._pubsub, channel)
+            self._changed.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.confirmed[channel].wait(), self.CONFIRM_SECONDS)
+
+    async def discard(self, channel: str) -> None:
+        left = self.holders.get(channel, 0) - 1
+        if left > 0:
+            self.holders[channel] = left
+            return
+        self.holders.pop(channel, None)
+        self.confirmed.pop(channel, None)
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                if self.sharded:
+                    await self._pubsub.sunsubscribe(channel)
+                else:
+                    await self._pubsub.unsubscribe(channel)
+
+    async def _subscribe(self, pubsub: Any, *channels: str) -> None:
+        if self.sharded:
+            await pubsub.ssubscribe(*channels)
+        else:
+            await pubsub.subscribe(*channels)
 
     async def run(self) -> None:
         backoff = 0.1
-        pubsub = None
         try:
             while True:
+                if not self.holders:
+                    self._changed.clear()
+                    await self._changed.wait()
+                    continue
                 try:
-                    if pubsub is None:
+                    if self._pubsub is None:
                         pubsub = self.redis.pubsub()
-                        if self.sharded:
-                            await pubsub.ssubscribe(self.channel)
-                        else:
-                            await pubsub.subscribe(self.channel)
+                        self._unconfirmed = set(self.holders)
+                        await self._subscribe(pubsub, *self.holders)
+                        self._pubsub = pubsub
+                        if not self.sharded:
                             # if redis-py ever reconnects by itself, messages were missed too
                             pubsub.connection.register_connect_callback(self._reconnected)
-                    if self.sharded:
-                        message = await pubsub.get_sharded_message(timeout=1)
+                    if self.sharded:  # it polls each node in turn: keep each poll short
+                        message = await self._pubsub.get_sharded_message(timeout=0.01)
                     else:
-                        message = await pubsub.get_message(timeout=1)
+                        message = await self._pubsub.get_message(timeout=1)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    log.warning("pub/sub read failed", channel=self.channel, error=str(exc))
+                    log.warning("pub/sub read failed", channels=len(self.holders), error=str(exc))
                     self.on_lost()
-                    if pubsub is not None:
-                        with contextlib.suppress(Exception):
-                            await pubsub.aclose()
-                        pubsub = None
+                    await self._close()
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 2.0)
                     continue
                 backoff = 0.1
-                if message is None:
-                    continue
-                try:
-                    if message["type"] in ("subscribe", "ssubscribe"):
-                        self.on_subscribed()
-                    elif message["type"] in ("message", "smessage"):
-                        self.on_message(message["data"])
-                except Exception:
-                    log.exception("pub/sub message not handled", channel=self.channel)
+                if message is not None:
+                    self._handle(message)
         finally:
             self.on_lost()
-            if pubsub is not None:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+            await self._close()
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        try:
+            if message["type"] in ("subscribe", "ssubscribe"):
+                channel = message["channel"]
+                if event := self.confirmed.get(channel):
+                    event.set()
+                if channel in self._unconfirmed:
+                    self._unconfirmed.discard(channel)
+                    if not self._unconfirmed:
+                        self.on_subscribed()
+            elif message["type"] in ("message", "smessage"):
+                self.on_message(message["data"])
+        except Exception:
+            log.exception("pub/sub message not handled", channel=message.get("channel"))
+
+    async def _close(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
 
     def _reconnected(self, _: Any) -> None:
-        self.on_lost()  # redis-py resubscribes: `on_subscribed` follows its confirmation
+        # redis-py resubscribes: `on_subscribed` follows the confirmations
+        self._unconfirmed = set(self.holders)
+        self.on_lost()

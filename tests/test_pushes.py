@@ -1,4 +1,5 @@
-"""Realtime pushes on the wire: one PUBLISH per frame on `chatee:push`, whoever it is for.
+"""Realtime pushes on the wire: one PUBLISH per frame and bucket of its users, on
+`chatee:push:<bucket>`.
 
 The hub forwards a push's frame text without decoding it, and builds each recipient's
 `message.new` by putting that user's inbox_seq in front of the shared body — so these check
@@ -13,7 +14,6 @@ from datetime import UTC, datetime
 from redis.asyncio import Redis
 
 from chatee.messaging.fanout import (
-    PUSH_CHANNEL,
     TARGETS_PER_PUSH,
     Pushes,
     Targets,
@@ -22,6 +22,7 @@ from chatee.messaging.fanout import (
     message_body,
     message_text,
     new_message_frame,
+    push_channel,
 )
 from chatee.messaging.types import ChatMessage, InboxItem
 
@@ -61,10 +62,10 @@ async def test_a_large_audience_is_split_into_pushes_seen_locally_and_on_redis(
     recipients = 2 * TARGETS_PER_PUSH + 500
     items = [InboxItem(u, u * 3, MESSAGE) for u in range(1, recipients + 1)]
     local: list[tuple[Targets, str]] = []
-    pushes = Pushes(redis)
+    pushes = Pushes(redis, buckets=1)  # one bucket: every push on one channel
     pushes.push_locally("node-a", lambda targets, text: local.append((targets, text)))
     pubsub = redis.pubsub()
-    await pubsub.subscribe(PUSH_CHANNEL)
+    await pubsub.subscribe(push_channel(1, 1))
     try:
         await pushes.messages(MESSAGE, items)
         await pushes.frame([7, 8], {"type": "typing", "user_id": "9"})
@@ -83,3 +84,29 @@ async def test_a_large_audience_is_split_into_pushes_seen_locally_and_on_redis(
     seqs = {u: s for t, _ in messages for u, s in t.items()}  # type: ignore[union-attr]
     assert seqs == {i.user_id: i.inbox_seq for i in items}
     assert typing == ([7, 8], '{"type":"typing","user_id":"9"}')
+
+
+async def test_each_bucket_gets_only_its_users_and_together_all_of_them(redis: Redis) -> None:
+    buckets = 8
+    items = [InboxItem(u, u + 100, MESSAGE) for u in range(1, 201)]
+    channels = sorted({push_channel(i.user_id, buckets) for i in items})
+    assert len(channels) == buckets  # 200 users spread over every bucket
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(*channels)
+    try:
+        await Pushes(redis, buckets).messages(MESSAGE, items)
+        got: dict[int, int] = {}
+        deadline = time.monotonic() + 10
+        while len(got) < len(items) and time.monotonic() < deadline:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+            if message is None:
+                continue
+            _, targets, _ = decode(message["data"])
+            assert isinstance(targets, dict)
+            # a process subscribed to this channel holds only users of this bucket
+            assert {push_channel(u, buckets) for u in targets} == {message["channel"]}
+            assert not set(targets) & set(got)  # each user once
+            got.update(targets)
+    finally:
+        await pubsub.aclose()
+    assert got == {i.user_id: i.inbox_seq for i in items}

@@ -16,8 +16,8 @@ from api.errors import dependency_down
 from api.ws.connection import UNAUTHORIZED, Connection
 from chatee.logging import get_logger
 from chatee.messaging import changes, conversations, presence, sending
-from chatee.messaging.fanout import PUSH_CHANNEL, Targets, decode, message_text
-from chatee.redis import REDIS_ERRORS, Subscription
+from chatee.messaging.fanout import Targets, decode, message_text, push_channel
+from chatee.redis import REDIS_ERRORS, Subscriptions
 
 log = get_logger(__name__)
 
@@ -33,14 +33,15 @@ class Hub:
         self.conns: dict[int, set[Connection]] = {}
         self.node = uuid.uuid4().hex  # tags this process's pushes: it skips their echo
         svc.messenger.pushes.push_locally(self.node, self.push_to_sockets)
+        # the push channels of the users with sockets here; after a (re)subscription, fill
+        # whatever was published while it was down
+        self.pushes = Subscriptions(svc.redis, self.dispatch, self._resubscribed)
         self.tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
-        # after a (re)subscription, fill whatever was published while it was down
-        pushes = Subscription(self.svc.redis, PUSH_CHANNEL, self.dispatch, self._resubscribed)
         loops: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-            ("ws-pubsub", pushes.run),
+            ("ws-pubsub", self.pushes.run),
             ("ws-leases", self._leases),
             ("ws-reconcile", self._reconcile),
             ("ws-recovery", self._recover),
@@ -71,8 +72,9 @@ class Hub:
     async def attach(self, ws: WebSocket, principal: Principal, after: int | None) -> Connection:
         user_id = principal.user_id
         conn = Connection(self, ws, principal)
-        self.conns.setdefault(user_id, set()).add(conn)  # pushes from now on reach it
+        self.conns.setdefault(user_id, set()).add(conn)
         try:
+            await self.pushes.add(self._channel(user_id))  # pushes from now on reach it
             head = (await self.messenger.store.inbox_heads([user_id]))[user_id]
         except Exception:
             await self.detach(conn)
@@ -90,7 +92,9 @@ class Hub:
 
     async def detach(self, conn: Connection) -> None:
         group = self.conns.get(conn.user_id, set())
-        group.discard(conn)
+        if conn in group:
+            group.discard(conn)
+            await self.pushes.discard(self._channel(conn.user_id))
         if not group:
             self.conns.pop(conn.user_id, None)
         await conn.finish()
@@ -99,6 +103,9 @@ class Hub:
                 self._spawn(self._announce(conn.user_id))
         except REDIS_ERRORS:
             pass
+
+    def _channel(self, user_id: int) -> str:
+        return push_channel(user_id, self.knobs.push_buckets)
 
     async def _announce(self, user_id: int) -> None:
         """Tell the people who share a private chat or a small group with the user."""

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session as OrmSession
 from chatee.coalesce import Coalescer
 from chatee.logging import get_logger
 from chatee.models import Agent, User
-from chatee.redis import REDIS_ERRORS, Subscription, get_many, is_cluster, publish
+from chatee.redis import REDIS_ERRORS, Subscriptions, get_many, is_cluster, publish
 
 log = get_logger(__name__)
 
@@ -129,8 +129,8 @@ class Cache:
     def listen(self) -> None:
         """Keep a near copy in this process (API processes do; see the module docstring)."""
         if self.near_seconds > 0 and self._listener is None:
-            invalidations = Subscription(
-                self.redis, INVALIDATIONS, self._invalidated, self._heard, self._off
+            invalidations = Subscriptions(
+                self.redis, self._invalidated, self._heard, self._off, channels=[INVALIDATIONS]
             )
             self._listener = asyncio.create_task(invalidations.run(), name="cache-invalidations")
 

@@ -1,12 +1,15 @@
 """Write fan-out: one inbox entry per member, then a realtime push to whoever is online.
 
-A push is one Redis PUBLISH to `chatee:push` per frame, whoever it is for (the same frame to
-many users, or one `message.new` to all its recipients, each with their own `inbox_seq`).
-Every API process subscribes to that one channel and hands each push to the sockets of the
-users it holds, as the Socket.IO Redis adapter does: a send to a group costs one publish and
-one pub/sub message per process, not one per member, and connecting a socket costs no
-(un)subscribe. The process that sends hands the push to its own sockets directly, without
-the round trip through Redis, and skips its own echo.
+A push is one Redis PUBLISH per frame and *bucket* of its users (the same frame to many users,
+or one `message.new` to all its recipients, each with their own `inbox_seq`). Users hash into
+`messaging.push_buckets` channels, `chatee:push:<bucket>`, and an API process subscribes to
+the buckets of the users it holds sockets for (api/ws/hub.py), handing each push to their
+sockets, as the Socket.IO Redis adapter does per room. So a process reads the pushes of its
+own users, not every push in the system: what it costs grows with its own users, not with
+the global rate. A send to a group costs at most one publish per bucket its members fall in.
+On a Redis Cluster the channels are sharded (SPUBLISH): each lives on one node. The process
+that sends hands the push to its own sockets directly, without the round trip through Redis,
+and skips its own echo.
 
 Pub/sub is fire-and-forget, so a lost push costs nothing but latency: the socket notices the
 gap at its next push (or the periodic reconcile) and fills it from the inbox.
@@ -22,6 +25,7 @@ without decoding the frame.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -38,7 +42,7 @@ from chatee.models import ConversationMember
 from chatee.redis import REDIS_ERRORS, is_cluster, publish
 
 log = get_logger(__name__)
-PUSH_CHANNEL = "chatee:push"
+PUSH_CHANNEL = "chatee:push"  # + ":<bucket>"
 TARGETS_PER_PUSH = 1000  # one PUBLISH stays small; a 10,000-member batch is ten of them
 
 Targets = list[int] | dict[int, int]  # users, or users and each one's inbox_seq
@@ -69,6 +73,23 @@ def message_text(inbox_seq: int, body: str) -> str:
     return f'{body[:cut]}"inbox_seq":{inbox_seq},{body[cut:]}'
 
 
+def push_channel(user_id: int, buckets: int) -> str:
+    """The channel of the user's bucket (a hash: snowflake ids' low bits are mostly zero)."""
+    return f"{PUSH_CHANNEL}:{zlib.crc32(str(user_id).encode()) % buckets}"
+
+
+def by_channel(targets: Targets, buckets: int) -> dict[str, Targets]:
+    """`targets` split by the channel of each user's bucket."""
+    split: dict[str, Any] = {}
+    if isinstance(targets, dict):
+        for user_id, seq in targets.items():
+            split.setdefault(push_channel(user_id, buckets), {})[user_id] = seq
+    else:
+        for user_id in targets:
+            split.setdefault(push_channel(user_id, buckets), []).append(user_id)
+    return split
+
+
 def encode(origin: str, targets: Targets, text: str) -> str:
     if isinstance(targets, dict):
         return f"{origin}\n{json.dumps({str(u): s for u, s in targets.items()})}\n{text}"
@@ -86,12 +107,13 @@ def decode(data: str) -> tuple[str, Targets, str]:
 class Pushes:
     """Publishes pushes; in an API process also hands them to its own sockets first."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, buckets: int) -> None:
         self.redis = redis
+        self.buckets = buckets
         self.origin = ""  # the hub's node id, once a hub takes local delivery
         self.local: Sink | None = None
-        # concurrent sends publish in one pipeline
-        self._publish: Coalescer[list[str], None] = Coalescer(self._publish_batch)
+        # concurrent sends publish in one pipeline: (channel, payload) pairs
+        self._publish: Coalescer[list[tuple[str, str]], None] = Coalescer(self._publish_batch)
 
     def push_locally(self, origin: str, sink: Sink) -> None:
         self.origin, self.local = origin, sink
@@ -120,14 +142,21 @@ class Pushes:
         if self.local is not None:
             for targets, text in pushes:
                 self.local(targets, text)
-        await self._publish([encode(self.origin, targets, text) for targets, text in pushes])
+        await self._publish(
+            [
+                (channel, encode(self.origin, part, text))
+                for targets, text in pushes
+                for channel, part in by_channel(targets, self.buckets).items()
+            ]
+        )
 
-    async def _publish_batch(self, calls: list[list[str]]) -> list[tuple[None, None]]:
+    async def _publish_batch(self, calls: list[list[tuple[str, str]]]) -> list[tuple[None, None]]:
+        sharded = is_cluster(self.redis)
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for payloads in calls:
-                    for payload in payloads:
-                        publish(pipe, PUSH_CHANNEL, payload, sharded=is_cluster(self.redis))
+                    for channel, payload in payloads:
+                        publish(pipe, channel, payload, sharded)
                 await pipe.execute()
         except REDIS_ERRORS as exc:
             log.warning("realtime push failed; clients catch up by sync", error=str(exc))

@@ -80,7 +80,7 @@ class Messenger:
         self.redis = redis
         self.store = store
         self.cache = Cache(redis, self.knobs.cache_ttl_seconds, self.knobs.near_cache_seconds)
-        self.pushes = Pushes(redis)
+        self.pushes = Pushes(redis, settings.messaging.push_buckets)
         self.temporal = temporal
 
     async def view(self, conversation_id: int, user_id: int) -> View:
