@@ -14,6 +14,7 @@ from typing import Any
 
 from temporalio import activity
 
+from activities.fanout import agent_event_frame
 from chatee.bus import Event
 from chatee.messaging import agents, conversations
 from chatee.messaging.types import ChatMessage
@@ -23,17 +24,6 @@ from workflows.conversation_agents import AgentsInput, AgentTurn, TurnEnd, TurnO
 from workflows.events import FINAL, MESSAGE_DELTA, STEP_RETRY, TURN_COMPLETED
 
 FLUSH_MS = 200  # a streaming reply is saved, and its deltas pushed, at most this often
-
-
-def agent_event_frame(conversation_id: str, agent_id: str, event: Event) -> dict[str, Any]:
-    return {
-        "type": "agent.event",
-        "conversation_id": conversation_id,
-        "agent_id": agent_id,
-        "event": event.event,
-        "id": event.id,
-        "data": event.data,
-    }
 
 
 class ConversationAgentActivities:

@@ -25,7 +25,7 @@ from tests.support import Api, Stack
 from workflows.names import SEARCH_ATTRIBUTES
 
 MARIADB = ("127.0.0.1", 3306)
-ISOLATED = tuple(f"isolated-{n}" for n in range(1, 9))
+ISOLATED = tuple(f"isolated-{n}" for n in range(1, 25))
 REDIS = ("127.0.0.1", 6379)
 
 

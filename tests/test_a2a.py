@@ -32,7 +32,7 @@ from a2a.utils.errors import (
 from httpx_sse import aconnect_sse
 
 from chatee.devtools.llm_server import LLMServerThread
-from tests.support import Api, Stack
+from tests.support import WHOLE_ANSWER, Api, Stack, killable_turn
 
 MakeStack = Callable[[dict[str, str]], Stack]
 HUMAN_CHAIN = [{"type": "AG_CALL_HUMAN", "prompt": "OK to book?"}, "AG_SELF_GEN"]
@@ -383,17 +383,7 @@ async def test_another_users_task_is_not_found(
 async def test_a_worker_killed_mid_turn_still_gives_one_complete_answer(
     isolated_stacks: MakeStack, llm: LLMServerThread
 ) -> None:
-    stack = isolated_stacks({"CHATEE_TEMPORAL__LLM_HEARTBEAT_SECONDS": "2"})
-    first_worker = stack.start_worker()
-    stack.start_api()
-    marker = uuid.uuid4().hex
-    llm.llm.script(
-        marker,
-        [
-            {"chunks": [f"part{i} " for i in range(40)], "chunk_delay_ms": 200},
-            {"text": "the whole answer"},
-        ],
-    )
+    stack, first_worker, marker = killable_turn(isolated_stacks, llm)
     async with (
         httpx.AsyncClient(base_url=stack.base, timeout=60) as plain,
         httpx.AsyncClient(timeout=120) as http,
@@ -417,13 +407,13 @@ async def test_a_worker_killed_mid_turn_still_gives_one_complete_answer(
         stack.start_worker()
         await asyncio.wait_for(listening, 120)
 
-        assert answer_of(events) == "the whole answer"
+        assert answer_of(events) == WHOLE_ANSWER
         assert states(events).count(TaskState.TASK_STATE_COMPLETED) == 1
         assert states(events)[-1] == TaskState.TASK_STATE_COMPLETED
         got = await client.get_task(GetTaskRequest(id=events[0].task.id))
-        assert artifact_text(got) == "the whole answer"
+        assert artifact_text(got) == WHOLE_ANSWER
         replies = [m for m in await user.messages(got.context_id) if m["role"] == "assistant"]
-        assert [m["content"] for m in replies] == ["the whole answer"]
+        assert [m["content"] for m in replies] == [WHOLE_ANSWER]
 
 
 async def test_a_waiting_task_outlives_an_api_restart(

@@ -38,7 +38,7 @@ from pydantic import TypeAdapter
 
 from chatee.devtools.llm_server import LLMServerThread
 from chatee.mcp import tool_name
-from tests.support import Api, Stack
+from tests.support import WHOLE_ANSWER, Api, Stack, killable_turn
 
 EVENT: TypeAdapter[Any] = TypeAdapter(Event)
 REPO = Path(__file__).resolve().parents[1]
@@ -379,17 +379,7 @@ async def test_a_client_that_goes_away_mid_stream_cancels_nothing(
 async def test_a_worker_killed_mid_turn_still_gives_one_complete_answer(
     isolated_stacks: Callable[[dict[str, str]], Stack], llm: LLMServerThread
 ) -> None:
-    stack = isolated_stacks({"CHATEE_TEMPORAL__LLM_HEARTBEAT_SECONDS": "2"})
-    first_worker = stack.start_worker()
-    stack.start_api()
-    marker = uuid.uuid4().hex
-    llm.llm.script(
-        marker,
-        [
-            {"chunks": [f"part{i} " for i in range(40)], "chunk_delay_ms": 200},
-            {"text": "the whole answer"},
-        ],
-    )
+    stack, first_worker, marker = killable_turn(isolated_stacks, llm)
     async with httpx.AsyncClient(base_url=stack.base, timeout=60) as client:
         user = await Api.register(client)
         agent = await user.create_agent()
@@ -407,10 +397,10 @@ async def test_a_worker_killed_mid_turn_still_gives_one_complete_answer(
         assert of(events, MessagesSnapshotEvent), "the partial reply was not taken back"
         held = apply([], events)
         replies = [m for m in held if m.role == "assistant"]
-        assert [m.content for m in replies] == ["the whole answer"]
-        assert finished(events).result["content"] == "the whole answer"
+        assert [m.content for m in replies] == [WHOLE_ANSWER]
+        assert finished(events).result["content"] == WHOLE_ANSWER
         stored = await user.messages(finished(events).result["sessionId"])
-        assert [m["content"] for m in stored if m["role"] == "assistant"] == ["the whole answer"]
+        assert [m["content"] for m in stored if m["role"] == "assistant"] == [WHOLE_ANSWER]
 
 
 # -- the npm reference client -------------------------------------------------------------------

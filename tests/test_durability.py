@@ -13,7 +13,7 @@ from temporalio.client import Client
 
 from chatee.devstack import free_port
 from chatee.devtools.llm_server import LLMServerThread
-from tests.support import Api, Stack
+from tests.support import WHOLE_ANSWER, Api, Stack, killable_turn
 from workflows.names import SEARCH_ATTRIBUTES
 
 MakeStack = Callable[[dict[str, str]], Stack]
@@ -22,17 +22,7 @@ MakeStack = Callable[[dict[str, str]], Stack]
 async def test_worker_killed_mid_stream_the_turn_completes_on_a_new_worker(
     isolated_stacks: MakeStack, llm: LLMServerThread, temporal_address: str
 ) -> None:
-    stack = isolated_stacks({"CHATEE_TEMPORAL__LLM_HEARTBEAT_SECONDS": "2"})
-    first_worker = stack.start_worker()
-    stack.start_api()
-    marker = uuid.uuid4().hex
-    llm.llm.script(
-        marker,
-        [
-            {"chunks": [f"part{i} " for i in range(40)], "chunk_delay_ms": 200},
-            {"text": "the whole answer"},
-        ],
-    )
+    stack, first_worker, marker = killable_turn(isolated_stacks, llm)
     async with httpx.AsyncClient(base_url=stack.base, timeout=60) as client:
         user = await Api.register(client)
         session = await user.new_session()
@@ -48,14 +38,14 @@ async def test_worker_killed_mid_stream_the_turn_completes_on_a_new_worker(
 
         seen = [e["event"] for e in events]
         assert seen[-1] == "turn.completed"
-        assert events[-1]["data"]["content"] == "the whole answer"
+        assert events[-1]["data"]["content"] == WHOLE_ANSWER
         retry = seen.index("step.retry")
         assert "message.delta" in seen[:retry]  # the partial text the client must drop
         after_retry = [e["data"]["text"] for e in events[retry:] if e["event"] == "message.delta"]
-        assert "".join(after_retry) == "the whole answer"
+        assert "".join(after_retry) == WHOLE_ANSWER
         assert seen.count("turn.started") == 1 and seen.count("turn.completed") == 1
         assistant = [m for m in await user.messages(session["id"]) if m["role"] == "assistant"]
-        assert [m["content"] for m in assistant] == ["the whole answer"]
+        assert [m["content"] for m in assistant] == [WHOLE_ANSWER]
 
     # the worker registered our search attributes in its (fresh) namespace by itself
     client = await Client.connect(

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from chatee.devtools.llm_server import LLMServerThread
-from tests.support import Api, Stack
+from tests.support import WHOLE_ANSWER, Api, Stack, killable_turn
 
 SESSION = "X-Chatee-Session-Id"
 LIMITS = {
@@ -366,17 +366,7 @@ async def test_the_per_address_budget_covers_v1_in_openais_shape(tight: Stack) -
 async def test_a_worker_killed_mid_turn_still_answers_once(
     isolated_stacks: Callable[[dict[str, str]], Stack], llm: LLMServerThread
 ) -> None:
-    stack = isolated_stacks({"CHATEE_TEMPORAL__LLM_HEARTBEAT_SECONDS": "2"})
-    first_worker = stack.start_worker()
-    stack.start_api()
-    marker = uuid.uuid4().hex
-    llm.llm.script(
-        marker,
-        [
-            {"chunks": [f"part{i} " for i in range(40)], "chunk_delay_ms": 200},
-            {"text": "the whole answer"},
-        ],
-    )
+    stack, first_worker, marker = killable_turn(isolated_stacks, llm)
     async with httpx.AsyncClient(base_url=stack.base, timeout=60) as http:
         user = await Api.register(http)
         session = await user.new_session(name="durable")
@@ -398,7 +388,7 @@ async def test_a_worker_killed_mid_turn_still_answers_once(
             first_worker.kill()  # mid-turn: the retried step answers on the next worker
             stack.start_worker()
             completion = await asyncio.wait_for(answer, 90)
-        assert completion.choices[0].message.content == "the whole answer"
+        assert completion.choices[0].message.content == WHOLE_ANSWER
         assert completion.choices[0].finish_reason == "stop"
         assistant = [m for m in await user.messages(session["id"]) if m["role"] == "assistant"]
-        assert [m["content"] for m in assistant] == ["the whole answer"]
+        assert [m["content"] for m in assistant] == [WHOLE_ANSWER]

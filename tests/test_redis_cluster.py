@@ -224,3 +224,63 @@ async def test_group_chat_across_two_apis_on_a_cluster(
                 await bob_ws.close()
     finally:
         other.stop()
+
+
+async def test_a_primary_killed_mid_traffic_loses_and_doubles_nothing(
+    cluster_stack: Stack, redis_cluster: RedisClusterProcesses, llm: LLMServerThread
+) -> None:
+    """Sends and a turn while a primary is SIGKILLed: clients resend with the same
+    `client_msg_id` until answered, as the contract asks; afterwards every message is there
+    once, in order, the socket saw each once, and the turn answered once."""
+    async with httpx.AsyncClient(base_url=cluster_stack.base, timeout=60) as http:
+        alice, bob = await Api.register(http), await Api.register(http)
+        chat = await group(alice, [bob])
+        bob_ws = await WsClient(cluster_stack.base, bob.token).connect(after=0)
+        session = await alice.new_session()
+        marker = uuid.uuid4().hex
+        # a step retried across the failover generates again: the same answer each time
+        llm.llm.script(marker, [{"text": f"answered {marker}", "delay_ms": 2000}] * 5)
+
+        async def until_answered(method: str, path: str, body: dict) -> httpx.Response:
+            for _ in range(300):
+                try:
+                    r = await alice.request(method, path, json=body)
+                    if r.status_code < 500:
+                        return r
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.2)
+            raise AssertionError(f"{path} never answered")
+
+        async def sends() -> None:
+            for n in range(60):
+                body = {"content": f"m{n}", "client_msg_id": f"m{n}-{marker}"}
+                r = await until_answered("POST", f"/conversations/{chat['id']}/messages", body)
+                assert r.status_code == 201, r.text
+                await asyncio.sleep(0.05)
+
+        traffic = asyncio.create_task(sends())
+        body = {"session_id": session["id"], "content": marker, "client_msg_id": marker}
+        turn = await until_answered("POST", "/chat/send", body)
+        assert turn.status_code == 202, turn.text
+        await asyncio.sleep(1)
+        redis_cluster.kill(redis_cluster.failover_candidate())  # mid-traffic, mid-turn
+        await asyncio.wait_for(traffic, 120)
+        try:
+            contents = [m["content"] for m in await all_messages(alice, chat["id"])]
+            assert contents == [f"m{n}" for n in range(60)]
+            await bob_ws.wait_inbox(60, within=90)  # the reconcile fills what pub/sub lost
+            assert bob_ws.dupes == [] and bob_ws.gaps == []
+        finally:
+            await bob_ws.close()
+
+        async def replies() -> list[str]:
+            stored = await alice.messages(session["id"])
+            return [m["content"] for m in stored if m["role"] == "assistant"]
+
+        for _ in range(300):
+            if await replies():
+                break
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(2)  # a second answer would show up by now
+        assert await replies() == [f"answered {marker}"]

@@ -385,12 +385,17 @@ def test_an_expired_access_token_is_refreshed_and_the_person_stays_signed_in(
     person = people().sign_in(ivy.username)
     page = person.page
     before = page.evaluate("JSON.parse(localStorage.getItem('chatee.auth'))")
-    page.evaluate(  # as if the tab slept past the access token's lifetime
-        """() => {
-        const a = JSON.parse(localStorage.getItem('chatee.auth'));
-        a.expires_at = Date.now() - 1000;
-        localStorage.setItem('chatee.auth', JSON.stringify(a));
-    }"""
+    # as if the tab slept past the access token's lifetime: the token is made stale as the
+    # page loads again (not under the running page, which would refresh it itself)
+    person.context.add_init_script(
+        """(() => {
+        const a = JSON.parse(localStorage.getItem('chatee.auth') || 'null');
+        if (a && !sessionStorage.getItem('made-stale')) {
+            a.expires_at = Date.now() - 1000;
+            localStorage.setItem('chatee.auth', JSON.stringify(a));
+            sessionStorage.setItem('made-stale', '1');
+        }
+    })()"""
     )
     page.reload()
     expect(page.get_by_role("status").filter(has_text="online")).to_be_visible(timeout=WAIT)
@@ -439,6 +444,47 @@ def test_history_scrolls_back_to_the_first_message(
 
 
 # -- agents -----------------------------------------------------------------------------------
+
+
+def test_an_agent_mentioned_in_a_group_streams_its_reply_in_place(
+    people: Callable[[], Person], stack: Stack, llm: LLMServerThread
+) -> None:
+    owner = Client(stack)
+    agent = owner.call("POST", "/agents", 201, json={"name": f"scribe-{uuid.uuid4().hex[:6]}"})
+    group = owner.call(
+        "POST",
+        "/conversations",
+        201,
+        json={"type": "group", "title": "Writers room", "members": [agent["id"]]},
+    )
+    marker = uuid.uuid4().hex
+    chunks = ["Once ", "upon ", "a ", "time, ", "the end."]
+    llm.llm.script(marker, [{"chunks": chunks, "chunk_delay_ms": 400}])
+    person = people().sign_in(owner.username)
+    page = person.page
+    page.get_by_role("link", name=re.compile("Writers room")).click()
+    expect(page.get_by_role("heading", name="Writers room")).to_be_visible(timeout=WAIT)
+    page.evaluate(
+        """() => {
+        window.__streamed = [];
+        const list = document.querySelector('[aria-label="Messages"]');
+        new MutationObserver(() => {
+            const text = list.querySelector('li.streaming .text');
+            if (text) window.__streamed.push(text.textContent);
+        }).observe(list, {subtree: true, childList: true, characterData: true});
+    }"""
+    )
+    person.send(f"@{agent['name']} tell a story {marker}")
+
+    reply = person.messages().filter(has_text="the end.")
+    expect(reply).to_contain_text(agent["name"], timeout=WAIT)
+    expect(reply).to_have_attribute("aria-busy", "false", timeout=WAIT)
+    streamed = page.evaluate("window.__streamed")
+    assert any(t.startswith("Once ") and "the end." not in t for t in streamed), streamed
+    # one message in the history, with the whole reply
+    history = owner.call("GET", f"/conversations/{group['id']}/messages")["items"]
+    assert [m["content"] for m in history if m["sender_type"] == "agent"] == ["".join(chunks)]
+    person.shot("group-agent-reply")
 
 
 def watch_reply(page: Any) -> None:

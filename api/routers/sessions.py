@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import EventSourceResponse
 
-from api.deps import DB, Caller, Svc, UserId, parse_id
+from api.deps import DB, Caller, ReadDB, Svc, UserId, parse_id
 from api.schemas import (
     CancelIn,
     HumanReplyIn,
@@ -57,7 +57,7 @@ async def create_session(body: SessionIn, user_id: UserId, db: DB, svc: Svc) -> 
 
 @router.get("")
 async def list_sessions(
-    user_id: UserId, db: DB, limit: Annotated[int, Query(ge=1, le=200)] = 50
+    user_id: UserId, db: ReadDB, limit: Annotated[int, Query(ge=1, le=200)] = 50
 ) -> list[SessionOut]:
     stmt = (
         select(Session).where(Session.user_id == user_id).order_by(Session.id.desc()).limit(limit)

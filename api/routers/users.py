@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from api.deps import DB, Caller, Svc, UserId, parse_id
+from api.deps import DB, Caller, ReadDB, Svc, UserId, parse_id
 from api.schemas import DeleteMeIn, MeIn, MeOut, PasswordIn, UserOut, UserPage
 from chatee import people
 from chatee.models import User
@@ -64,7 +64,7 @@ async def delete_me(body: DeleteMeIn, user_id: UserId, db: DB, svc: Svc) -> Resp
 @router.get("/users")
 async def search_users(
     _: UserId,
-    db: DB,
+    db: ReadDB,
     q: Annotated[str, Query(min_length=1, max_length=64, description="prefix of a name")],
     limit: Annotated[int, Query(ge=1, le=50)] = 20,
 ) -> UserPage:
@@ -73,6 +73,6 @@ async def search_users(
 
 
 @router.get("/users/{user_id}")
-async def get_user(user_id: str, _: UserId, db: DB) -> UserOut:
+async def get_user(user_id: str, _: UserId, db: ReadDB) -> UserOut:
     """A user's public profile (404 for an unknown or deleted account)."""
     return user_out(await people.profile(db, parse_id(user_id, "user")))

@@ -74,6 +74,14 @@ class RedisClusterProcesses:
                         found.append(port)
         return found
 
+    def failover_candidate(self) -> int:
+        """A live primary that has a replica to take over from it."""
+        for port in self.primaries():
+            with self.node(port) as node:
+                if int(node.info("replication").get("connected_slaves", 0)) > 0:
+                    return port
+        raise RuntimeError("no primary with a replica left")
+
     def kill(self, port: int) -> None:
         """SIGKILL one node."""
         self.procs[port].kill()

@@ -39,6 +39,32 @@ function patch(list, item, me) {
     ? { ...m, ...item.message, reactions: item.message.reactions ?? m.reactions } : m));
 }
 
+/** An agent's reply streams into its message: apply the `message.delta` frames it does not
+ * hold yet (`index` above what the loaded text holds, `meta.deltas`), in order. Deltas that
+ * arrive before their message wait in `early` until it does. */
+function stream(list, delta, early) {
+  const m = list.find((x) => x.id === delta.message_id);
+  if (!m) {
+    early.set(delta.message_id, [...(early.get(delta.message_id) ?? []), delta]);
+    return list;
+  }
+  return list.map((x) => (x.id === delta.message_id ? applyDelta(x, delta) : x));
+}
+
+function applyDelta(m, delta) {
+  const held = m.applied ?? m.meta?.deltas ?? 0;
+  if (!m.meta?.streaming || delta.index <= held) return m;
+  return { ...m, content: m.content.slice(0, delta.offset) + delta.text, applied: delta.index };
+}
+
+/** A message just arrived: apply the deltas that came before it. */
+function withEarly(message, early) {
+  const waiting = early.get(message.id);
+  if (!waiting) return message;
+  early.delete(message.id);
+  return waiting.sort((a, b) => a.index - b.index).reduce(applyDelta, message);
+}
+
 const QUICK = "👍";
 
 function Message({ m, me, who, firstUnread, conversationId, onChange, onError }) {
@@ -61,12 +87,14 @@ function Message({ m, me, who, firstUnread, conversationId, onChange, onError })
     act(on ? "PUT" : "DELETE", `${path}/reactions/${encodeURIComponent(emoji)}`);
   const own = m.sender_id === me && !m.pending && !m.deleted;
   const reactions = m.reactions ?? [];
-  return html`<li data-seq=${m.seq}
+  const streaming = Boolean(m.meta?.streaming && !m.deleted);
+  return html`<li data-seq=${m.seq} aria-busy=${streaming ? "true" : "false"}
     class=${[m.sender_id === me ? "mine" : "", m.seq === firstUnread ? "first-unread" : "",
-      m.pending ? "pending" : ""].join(" ")}>
+      m.pending ? "pending" : "", streaming ? "streaming" : ""].join(" ")}>
     <div class="meta"><strong class="sender">${who(m)}</strong>
       <time datetime=${m.created_at}>${clock(m.created_at)}</time>
-      ${m.edited_at && !m.deleted ? html`<span class="muted">(edited)</span>` : null}
+      ${m.edited_at && !m.deleted && m.sender_type !== "agent"
+        ? html`<span class="muted">(edited)</span>` : null}
       ${m.pending && !m.failed ? html`<span class="muted">sending…</span>` : null}
       ${m.failed ? html`<span class="problem">not sent: ${m.failed}</span>` : null}
       ${own && !editing ? html`<span class="tools">
@@ -152,6 +180,7 @@ function NewThread({ conversation, onClose }) {
 export function Conversation({ id, me }) {
   const [conversation, setConversation] = useState(null);
   const [messages, setMessages] = useState([]);
+  const early = useRef(new Map()); // message.delta frames that came before their message
   const [older, setOlder] = useState(undefined); // next_before_seq; null: the first message is here
   const [firstUnread, setFirstUnread] = useState(null);
   const [typers, setTypers] = useState({});
@@ -222,7 +251,7 @@ export function Conversation({ id, me }) {
         return;
       }
       learn([item.message]);
-      setMessages((old) => upsert(old, item.message));
+      setMessages((old) => upsert(old, withEarly(item.message, early.current)));
       setTypers((t) => {
         const rest = { ...t };
         delete rest[item.message.sender_id];
@@ -244,13 +273,18 @@ export function Conversation({ id, me }) {
         return Object.keys(kept).length === Object.keys(t).length ? t : kept;
       });
     }, 1000);
+    const onDelta = ({ detail: d }) => {
+      if (d.conversation_id === id) setMessages((old) => stream(old, d, early.current));
+    };
     live.live.addEventListener("inbox", onInbox);
     live.live.addEventListener("typing", onTyping);
+    live.live.addEventListener("message.delta", onDelta);
     return () => {
       clearInterval(prune);
       live.live.removeEventListener("presence", onPresence);
       live.live.removeEventListener("inbox", onInbox);
       live.live.removeEventListener("typing", onTyping);
+      live.live.removeEventListener("message.delta", onDelta);
     };
   }, [id]);
 

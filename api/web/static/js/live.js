@@ -75,6 +75,7 @@ function onFrame(frame) {
     case "typing":
     case "read":
     case "presence":
+    case "message.delta": // an agent's reply streaming into its message
       emit(frame.type, frame);
       break;
     default:
