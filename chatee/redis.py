@@ -129,6 +129,7 @@ class Subscriptions:
         self._pubsub: Any = None
         self._unconfirmed: set[str] = set()  # after a (re)connect: channels Redis has not confirmed
         self._changed = asyncio.Event()
+        self._nodes_changed = asyncio.Event()  # a cluster: a channel may live on a new node
 
     async def add(self, channel: str) -> None:
         self.holders[channel] = self.holders.get(channel, 0) + 1
@@ -138,6 +139,7 @@ class Subscriptions:
                 with contextlib.suppress(Exception):  # a failure is the read loop's to mend
                     await self._subscribe(self._pubsub, channel)
             self._changed.set()
+            self._nodes_changed.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.confirmed[channel].wait(), self.CONFIRM_SECONDS)
 
@@ -178,10 +180,10 @@ class Subscriptions:
                         if not self.sharded:
                             # if redis-py ever reconnects by itself, messages were missed too
                             pubsub.connection.register_connect_callback(self._reconnected)
-                    if self.sharded:  # it polls each node in turn: keep each poll short
-                        message = await self._pubsub.get_sharded_message(timeout=0.01)
-                    else:
-                        message = await self._pubsub.get_message(timeout=1)
+                    if self.sharded:
+                        await self._read_nodes()  # returns only by raising
+                        continue
+                    message = await self._pubsub.get_message(timeout=1)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -197,6 +199,33 @@ class Subscriptions:
         finally:
             self.on_lost()
             await self._close()
+
+    async def _read_nodes(self) -> None:
+        """On a cluster: one reader per node that holds some of the channels. (redis-py's own
+        `get_sharded_message` polls the nodes in turn, waiting on each idle one.)"""
+        readers: dict[str, asyncio.Task[None]] = {}
+        try:
+            while True:
+                for name in self._pubsub.node_pubsub_mapping:
+                    if name not in readers:
+                        readers[name] = asyncio.create_task(self._read_node(name))
+                for name in [n for n, task in readers.items() if task.done()]:
+                    readers.pop(name).result()  # a failed reader's error ends the read
+                self._nodes_changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._nodes_changed.wait(), 1)
+        finally:
+            for task in readers.values():
+                task.cancel()
+            await asyncio.gather(*readers.values(), return_exceptions=True)
+
+    async def _read_node(self, name: str) -> None:
+        pubsub = self._pubsub
+        node = pubsub.cluster.get_node(node_name=name)
+        while name in pubsub.node_pubsub_mapping:  # until its last channel there is dropped
+            message = await pubsub.get_sharded_message(timeout=1, target_node=node)
+            if message is not None:
+                self._handle(message)
 
     def _handle(self, message: dict[str, Any]) -> None:
         try:
