@@ -173,10 +173,10 @@ class Subscriptions:
                     continue
                 try:
                     if self._pubsub is None:
-                        pubsub = self.redis.pubsub()
+                        # set first: a channel added while this subscribes subscribes itself
+                        pubsub = self._pubsub = self.redis.pubsub()
                         self._unconfirmed = set(self.holders)
-                        await self._subscribe(pubsub, *self.holders)
-                        self._pubsub = pubsub
+                        await self._subscribe(pubsub, *self._unconfirmed)
                         if not self.sharded:
                             # if redis-py ever reconnects by itself, messages were missed too
                             pubsub.connection.register_connect_callback(self._reconnected)
