@@ -16,6 +16,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from chatee.bus import stream_key
+from tests.messaging_support import sync_all
 from tests.security_support import assert_problem, bearer, ping, ws_url
 from tests.support import Api, Stack
 
@@ -302,6 +303,15 @@ async def test_rename_and_delete_rules(http: httpx.AsyncClient) -> None:
         assert team["id"] not in {c["id"] for c in listed}
     r = await owner.request("POST", f"{path}/messages", json={"content": "anyone?"})
     assert_problem(r, 404)
+
+    # each member's other devices learn both through /sync alone, in order
+    seen = [(i["kind"], i.get("conversation")) for i in await sync_all(member)]
+    conversation_changes = [(k, c) for k, c in seen if k.startswith("conversation.")]
+    assert conversation_changes == [
+        ("conversation.renamed", {"id": team["id"], "title": "after"}),
+        ("conversation.renamed", {"id": thread["id"], "title": "t2"}),
+        ("conversation.deleted", {"id": team["id"]}),
+    ]
 
 
 async def test_deleting_a_session_stops_its_workflow_and_its_messages_go(

@@ -215,11 +215,11 @@ async def get_conversation(conversation_id: str, user_id: UserId, m: Msg) -> Con
 
 @router.patch("/{conversation_id}")
 async def rename_conversation(
-    conversation_id: str, body: ConversationPatch, user_id: UserId, m: Msg
+    conversation_id: str, body: ConversationPatch, user_id: UserId, m: Msg, svc: Svc
 ) -> ConversationOut:
     """Retitle a group or thread: the group's owner or an admin."""
     view = await visible(m, conversation_id, user_id)
-    row = await conversations.rename(m.db, m.cache, view, user_id, body.title)
+    row = await changes.rename_conversation(svc, view, user_id, body.title)
     _, read = await conversations.unread_of(m.db, view.id, user_id)
     return conversation_out(row, read, view.role(user_id) if view.type != "thread" else None)
 
@@ -228,7 +228,7 @@ async def rename_conversation(
 async def delete_conversation(conversation_id: str, user_id: UserId, m: Msg, svc: Svc) -> Response:
     """Delete a group (with its threads) or a thread: the group's owner only."""
     view = await visible(m, conversation_id, user_id)
-    await conversations.delete_conversation(svc, view, user_id)
+    await changes.delete_conversation(svc, view, user_id)
     return Response(status_code=204)
 
 

@@ -23,7 +23,7 @@ from chatee.logging import get_logger
 from chatee.messaging import agents, conversations, ledger
 from chatee.messaging.conversations import Member, View
 from chatee.messaging.names import names_of
-from chatee.messaging.types import MEMBER, Change, ChatMessage
+from chatee.messaging.types import GONE, MEMBER, RENAMED, Change, ChatMessage
 from chatee.models import utcnow
 from chatee.services import Services
 
@@ -178,6 +178,22 @@ async def members_changed(
         ],
     }
     await announce(svc, before, actor_id, MEMBER, data, after)
+
+
+async def rename_conversation(svc: Services, view: View, actor_id: int, title: str) -> Any:
+    """Retitle a group or thread (its owner or an admin), and put the new title in every
+    member's inbox (`conversation.renamed`), so their other devices learn it through /sync."""
+    m = svc.messenger
+    row = await conversations.rename(m.db, m.cache, view, actor_id, title)
+    await announce(svc, view, actor_id, RENAMED, {"id": str(view.id), "title": row.title})
+    return row
+
+
+async def delete_conversation(svc: Services, view: View, actor_id: int) -> None:
+    """Delete a group (with its threads) or a thread (its owner), and tell everyone who was in
+    it (`conversation.deleted`)."""
+    await conversations.delete_conversation(svc, view, actor_id)
+    await announce(svc, view, actor_id, GONE, {"id": str(view.id)})
 
 
 async def announce(

@@ -23,7 +23,8 @@ EDITED = "message.edited"
 DELETED = "message.deleted"
 REACTION = "reaction"
 MEMBER = "member"
-CHANGE_KINDS = (EDITED, DELETED, REACTION, MEMBER)
+RENAMED = "conversation.renamed"
+GONE = "conversation.deleted"
 
 
 @dataclass(frozen=True)
