@@ -261,6 +261,13 @@ class Stats:
     gaps: int = 0
     mode: str = "message"  # what a step offers: message | reaction
 
+    def begin(self, mode: str) -> None:
+        """Zero the counters for a new step offering `mode`, and record from now on."""
+        self.deliveries = self.own = self.sent = self.acked = self.gaps = 0
+        self.latencies_ms, self.ack_ms, self.errors = [], [], Counter()
+        self.first_send, self.last_delivery = time.monotonic(), 0.0
+        self.mode, self.recording = mode, True
+
 
 class Client:
     """One benchmark socket. Checks that its `inbox_seq`s arrive gap-free."""
@@ -470,10 +477,7 @@ async def _step(clients: list[Client], stats: Stats, rate: float, seconds: float
     # sockets the server closed (they are counted in `errors` as closed-<code>) sit out
     senders = [c for c in clients if c.spec.group and c.task is not None and not c.task.done()]
     group_size = Counter(c.spec.group for c in senders)
-    stats.deliveries = stats.own = stats.sent = stats.acked = stats.gaps = 0
-    stats.latencies_ms, stats.ack_ms, stats.errors = [], [], Counter()
-    stats.first_send, stats.last_delivery = time.monotonic(), 0.0
-    stats.recording = True
+    stats.begin("message")
     for c in clients:
         c.got = 0
     start, n, expected = time.monotonic(), 0, 0
@@ -529,10 +533,7 @@ async def _react_step(
     every member of the reactor's group as an `inbox.event`."""
     senders = [c for c in clients if c.spec.target and c.task is not None and not c.task.done()]
     group_size = Counter(c.spec.group for c in senders)
-    stats.deliveries = stats.own = stats.sent = stats.acked = stats.gaps = 0
-    stats.latencies_ms, stats.ack_ms, stats.errors = [], [], Counter()
-    stats.first_send, stats.last_delivery = time.monotonic(), 0.0
-    stats.mode, stats.recording = "reaction", True
+    stats.begin("reaction")
     for c in clients:
         c.got, c.acks = 0, 0
         c.reaction_sent = []
