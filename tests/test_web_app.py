@@ -1,7 +1,8 @@
-"""The web app at `/`, in a real browser (Debian's Chromium driven by Playwright) against real
-Chatee processes: people chatting in two browser contexts, agents streaming their replies with
-the step timeline, approvals, and building an agent. Each test also checks that the page asked
-nothing of any origin but the API's own. Screenshots land in docs/screenshots/.
+"""The web app at `/`, in real browsers (Debian's Chromium and Firefox ESR, driven by Playwright)
+against real Chatee processes: people chatting in two browser contexts, agents streaming their
+replies with the step timeline, approvals, and building an agent. Each browser test runs in
+both browsers and also checks that the page asked nothing of any origin but the API's own.
+Screenshots (from Chromium) land in docs/screenshots/.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 STATIC = REPO / "api" / "web" / "static"
 SHOTS = REPO / "docs" / "screenshots"
 CHROMIUM = Path("/usr/bin/chromium")
+FIREFOX = Path("/usr/bin/firefox-esr")
+FIREFOX_BIDI = REPO / "tests" / "firefox_bidi.py"
 DEMO_MCP = str(REPO / "chatee" / "devtools" / "mcp_demo.py")
 PASSWORD = "correct horse"
 WAIT = 20_000  # ms: the longest any single thing may take to show up
@@ -114,24 +117,40 @@ def test_the_app_is_served_with_a_strict_policy_and_shadows_nothing(stack: Stack
 # -- the browser ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("no Chromium at /usr/bin/chromium (apt-get install chromium)")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module", params=["chromium", "firefox"])
+def browser(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """Each browser test runs in Debian's Chromium and in its Firefox ESR. Playwright cannot
+    fetch its own patched browsers here; stock Firefox is driven over WebDriver BiDi (channel
+    "moz-firefox") through tests/firefox_bidi.py, which stands in for the executable."""
+    name = request.param
     with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        yield chromium
-        chromium.close()
+        if name == "chromium":
+            if not CHROMIUM.exists():
+                pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+            launched = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        else:
+            if not FIREFOX.exists():
+                pytest.skip(f"no Firefox at {FIREFOX} (apt-get install firefox-esr)")
+            wrapper = tmp_path_factory.mktemp("firefox") / "firefox"
+            wrapper.write_text(
+                f'#!/bin/sh\nexec "{sys.executable}" "{FIREFOX_BIDI}" "{FIREFOX}" "$@"\n'
+            )
+            wrapper.chmod(0o755)
+            launched = p.firefox.launch(channel="moz-firefox", executable_path=str(wrapper))
+        yield launched
+        launched.close()
 
 
 class Person:
@@ -139,6 +158,7 @@ class Person:
 
     def __init__(self, browser: Any, stack: Stack) -> None:
         self.base = stack.base
+        self.browser_name = browser.browser_type.name
         self.context = browser.new_context(viewport={"width": 1100, "height": 720})
         self.origins: set[str] = set()
         self.context.on("request", lambda r: self.origins.add(origin(r.url)))
@@ -179,6 +199,9 @@ class Person:
         self.page.get_by_role("button", name="Send", exact=True).click()
 
     def shot(self, name: str) -> None:
+        """Screenshots for the docs come from Chromium alone, so each run leaves one set."""
+        if self.browser_name != "chromium":
+            return
         SHOTS.mkdir(parents=True, exist_ok=True)
         self.page.screenshot(path=str(SHOTS / f"{name}.png"))
 
