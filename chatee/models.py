@@ -255,6 +255,8 @@ class ConversationMessage(Base):
             unique=True,
         ),
         Index("ix_conversation_messages_fanout", "fanout_status", "created_at"),
+        # what of a conversation is still pending, in order (`ledger.earlier_pending`)
+        Index("ix_conversation_messages_pending", "conversation_id", "fanout_status", "seq"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
@@ -280,7 +282,10 @@ class MessageChange(Base):
     left, a member and their role); message bodies stay in the message store."""
 
     __tablename__ = "message_changes"
-    __table_args__ = (Index("ix_message_changes_fanout", "fanout_status", "created_at"),)
+    __table_args__ = (
+        Index("ix_message_changes_fanout", "fanout_status", "created_at"),
+        Index("ix_message_changes_pending", "conversation_id", "fanout_status", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     conversation_id: Mapped[int] = mapped_column(BigInteger)

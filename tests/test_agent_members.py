@@ -194,6 +194,100 @@ async def test_inboxes_keep_seq_order_through_agent_turns_and_killed_processes(
         await watcher.close()
 
 
+@pytest.fixture
+def large_group_stack(isolated_stacks: Any, database_url: str) -> Iterator[Stack]:
+    """An API and a worker where a group of more than three people fans out through the
+    `MessageFanout` workflow, two members a batch: many batches of many items in flight."""
+    stack = isolated_stacks(
+        {
+            **MESSAGING_ENV,
+            "CHATEE_DATABASE_URL": database_url,
+            "CHATEE_MESSAGING__FANOUT_WORKFLOW_THRESHOLD": "3",
+            "CHATEE_MESSAGING__FANOUT_BATCH_SIZE": "2",
+        }
+    )
+    stack.start_worker()
+    stack.start_api()
+    yield stack
+
+
+def assert_changes_in_order(inbox: list[dict[str, Any]]) -> None:
+    """A change comes after the message it is about, and an edit before the deletion."""
+    seen: dict[str, list[str]] = defaultdict(list)  # message id -> kinds of its changes
+    delivered = set()
+    for item in inbox:
+        if item["kind"] == "message":
+            delivered.add(item["message"]["id"])
+        elif item.get("message_id"):
+            about = item["message_id"]
+            assert about in delivered, f"{item['kind']} before its message {about}"
+            seen[about].append(item["kind"])
+    for about, kinds in seen.items():
+        if "message.deleted" in kinds:
+            assert kinds[-1] == "message.deleted", f"{about}: {kinds}"
+
+
+ROUNDS = 8
+
+
+async def test_a_large_group_keeps_every_inbox_in_seq_order_through_its_workflow_fan_out(
+    large_group_stack: Stack, database_url: str, stack_env: dict[str, str]
+) -> None:
+    """Concurrent plain sends, @mentions, agent replies, reactions, edits and deletions in a
+    group whose items fan out through separate workflows, batch by batch: every member's
+    inbox still holds the group's messages in `seq` order, each change after its message."""
+    async with httpx.AsyncClient(base_url=large_group_stack.base, timeout=30) as client:
+        people = await quick_users(database_url, stack_env["CHATEE_JWT_SECRET"], [client], 7)
+        alice, bob, carol, dave = people[:4]
+        agent = await alice.create_agent(name="helper")
+        chat = await group(alice, people[1:])
+        await add_agent(alice, chat["id"], agent["id"])
+        base = f"/conversations/{chat['id']}/messages"
+
+        async def plain(api: Api) -> None:
+            for i in range(ROUNDS):
+                await send(api, chat["id"], f"plain {i}")
+
+        async def mentions() -> None:
+            for i in range(ROUNDS):
+                sent = await send(carol, chat["id"], f"@helper question {i}")
+                r = await alice.request("PUT", f"{base}/{sent['id']}/reactions/👍")
+                assert r.status_code == 200, r.text
+
+        async def second_thoughts() -> None:
+            for i in range(ROUNDS):
+                sent = await send(bob, chat["id"], f"draft {i}")
+                r = await bob.request("PATCH", f"{base}/{sent['id']}", json={"content": "edited"})
+                assert r.status_code == 200, r.text
+                if i % 2 == 0:
+                    r = await bob.request("DELETE", f"{base}/{sent['id']}")
+                    assert r.status_code == 200, r.text
+
+        await asyncio.gather(plain(dave), plain(people[4]), mentions(), second_thoughts())
+
+        async def settled() -> list[dict[str, Any]] | None:
+            found = await all_messages(alice, chat["id"])
+            streaming = [m for m in found if (m.get("meta") or {}).get("streaming")]
+            return found if len(found) >= 5 * ROUNDS and not streaming else None
+
+        history = await until(settled, within=120)
+        shown = [(m["seq"], m["sender_type"], m["content"]) for m in history]
+        assert [m["seq"] for m in history] == list(range(1, 5 * ROUNDS + 1)), shown
+        ids = {m["id"] for m in history}
+        for member in people:
+
+            async def complete(member: Api = member) -> list[dict[str, Any]] | None:
+                inbox = await sync_all(member)
+                got = {i["message"]["id"] for i in messages_of(inbox)}
+                changes = [i for i in inbox if i["kind"] in ("reaction", "message.deleted")]
+                done = got >= ids and len(changes) >= ROUNDS + ROUNDS // 2
+                return inbox if done else None
+
+            inbox = await until(complete, within=60)
+            assert_in_order(inbox)
+            assert_changes_in_order(inbox)
+
+
 async def test_a_failed_agent_turn_posts_a_system_message_that_offline_members_sync(
     messaging_apis: tuple[Stack, Stack],
     clients: list[httpx.AsyncClient],

@@ -10,6 +10,7 @@ import random
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -360,3 +361,43 @@ def test_a_batch_that_cannot_commit_reports_every_op_failed(tmp_path) -> None:
     assert not sq.in_transaction
     assert sq.execute("SELECT id FROM parent ORDER BY id").fetchall() == [(1,), (2,)]
     sq.close()
+
+
+async def test_deliver_puts_what_goes_before_first_in_the_same_write(store) -> None:
+    """A fan-out batch delivers the conversation's earlier pending items first (`before`), to
+    those who lack them: each inbox gets them in order, and no entry twice."""
+    s, factory = store
+    c = await conversation(factory)
+    users = [new_id() for _ in range(3)]
+    first, second, third = [(await s.append(draft(c, users[0], t)))[0] for t in "abc"]
+    await s.deliver(first, users[:1])
+    # `third`'s batch: `first` lacks two users, `second` all three
+    items = await s.deliver(third, users, before=[(first, users[1:]), (second, users)])
+    assert [(i.user_id, i.message.content) for i in items[:5]] == [
+        (users[1], "a"), (users[2], "a"), (users[0], "b"), (users[1], "b"), (users[2], "b"),
+    ]  # fmt: skip
+    assert [i.message.content for i in items[5:]] == ["c"] * 3
+    await s.deliver(second, users)  # `second`'s own fan-out, later: finds every entry in place
+    for user in users:
+        inbox = await s.inbox(user, 0, 10)
+        assert [(i.inbox_seq, i.message.content) for i in inbox] == [(1, "a"), (2, "b"), (3, "c")]
+
+
+async def test_a_message_written_in_place_is_read_so_until_it_is_deleted(store) -> None:
+    """A streaming reply's text so far, kept in its place: what `get` and `page` return; once
+    the message is a tombstone, writing in place changes nothing."""
+    s, factory = store
+    c = await conversation(factory)
+    agent, user = new_id(), new_id()
+    reply, _ = await s.append(
+        Draft(c, agent, "", "turn:1", "agent", {"streaming": True, "deltas": 0})
+    )
+    so_far = replace(reply, content="Hello, wor", meta={"streaming": True, "deltas": 3})
+    assert await s.write_in_place(so_far)
+    got = await s.get(reply.id)
+    assert got is not None and (got.content, got.meta) == ("Hello, wor", so_far.meta)
+    assert [m.content for m in await s.page(c, None, 10)] == ["Hello, wor"]
+    await s.delete(got, user, [user])
+    assert not await s.write_in_place(replace(so_far, content="Hello, world"))
+    gone = await s.get(reply.id)
+    assert gone is not None and gone.deleted and not gone.content

@@ -251,10 +251,7 @@ async def add_members(
     """Add users (or your own agents) to a group; owner or admin only. Returns those added
     (members already in are skipped)."""
     view = await visible(m, conversation_id, user_id)
-    added = await conversations.add_members(
-        m.db, m.cache, view, user_id, _ids(body.members), body.role, m.knobs.max_group_members
-    )
-    await changes.members_changed(svc, view, user_id, "added", added)  # `member` inbox entries
+    added = await changes.add_members(svc, view, user_id, _ids(body.members), body.role)
     return await members_out(m, added)
 
 
@@ -264,10 +261,7 @@ async def change_role(
 ) -> MemberOut:
     """Owner only. Making someone owner hands the group over (you become an admin)."""
     view = await visible(m, conversation_id, user_id)
-    member = await conversations.set_role(
-        m.db, m.cache, view, user_id, parse_id(member_id, "member"), body.role
-    )
-    await changes.members_changed(svc, view, user_id, "role", [member])
+    member = await changes.set_role(svc, view, user_id, parse_id(member_id, "member"), body.role)
     return (await members_out(m, [member]))[0]
 
 
@@ -277,10 +271,7 @@ async def remove_member(
 ) -> Response:
     """Remove a member (owner/admin), or leave (your own id)."""
     view = await visible(m, conversation_id, user_id)
-    target = parse_id(member_id, "member")
-    await conversations.remove_member(m.db, m.cache, view, user_id, target)
-    if (gone := view.members.get(target)) is not None:
-        await changes.members_changed(svc, view, user_id, "removed", [gone])
+    await changes.remove_member(svc, view, user_id, parse_id(member_id, "member"))
     return Response(status_code=204)
 
 

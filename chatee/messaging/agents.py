@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -33,13 +33,12 @@ from chatee import agent_sessions
 from chatee.errors import Conflict, Unavailable
 from chatee.ids import new_id
 from chatee.logging import get_logger
-from chatee.messaging import conversations, ledger, sqlite_commit
+from chatee.messaging import conversations, ledger
 from chatee.messaging.conversations import Member, View
-from chatee.messaging.types import ChatMessage
+from chatee.messaging.types import Change, ChatMessage
 from chatee.models import (
     Agent,
     ConversationAgent,
-    ConversationMessage,
     Message,
     Session,
     Turn,
@@ -220,30 +219,13 @@ async def save_streamed(svc: Services, reply: ChatMessage, text: str, deltas: in
     """The streamed reply's text so far, kept in place (no inbox entry) with how many deltas
     made it (`meta.deltas`): what a device that loads it mid-reply reads, before the deltas
     that follow."""
-    if not svc.messenger.store.keeps_content:  # HBase: the final edit writes the body
-        return
     meta = {**(reply.meta or {}), "deltas": deltas}
-    await _write_in_place(svc, reply.id, meta, content=text)
-
-
-async def _write_in_place(
-    svc: Services, message_id: int, meta: dict[str, Any], content: str | None = None
-) -> None:
-    """Set a live message's meta (and text) in its ledger row, without an inbox entry."""
-    values: dict[str, Any] = {"meta": meta}
-    if content is not None:
-        values["content"] = content
-    table = ConversationMessage.__table__
-    stmt = update(table).where(table.c.id == message_id, table.c.deleted_at.is_(None))
-    factory = svc.messenger.db
-    async with sqlite_commit.writing(factory), factory() as db:
-        await db.execute(stmt.values(**values))
-        await db.commit()
+    await svc.messenger.store.write_in_place(replace(reply, content=text, meta=meta))
 
 
 async def _change(
     svc: Services, view: View, record: Callable[[list[int] | None], Awaitable[Any]]
-) -> None:
+) -> Change | None:
     """Record an edit or deletion of the agent's reply and deliver it, as members' own are."""
     m = svc.messenger
     users = view.user_ids()
@@ -251,9 +233,10 @@ async def _change(
     try:
         change, items = await record(users if inline else None)
     except ledger.MessageDeleted:  # steered away meanwhile
-        return
+        return None
     if change is not None:
         await m.publish_change(view, change, items, inline)
+    return change
 
 
 async def finish_streamed(svc: Services, view: View, reply_id: int, text: str) -> None:
@@ -265,8 +248,11 @@ async def finish_streamed(svc: Services, view: View, reply_id: int, text: str) -
         return
     meta = {k: v for k, v in (reply.meta or {}).items() if k not in ("streaming", "deltas")}
     final = replace(reply, meta=meta)
-    await _change(svc, view, lambda users: m.store.edit(final, text, users))
-    await _write_in_place(svc, reply_id, meta)
+    change = await _change(svc, view, lambda users: m.store.edit(final, text, users))
+    edited = replace(final, content=text)  # a retry: the edit was made before
+    if change is not None and change.message is not None:
+        edited = change.message
+    await m.store.write_in_place(edited)  # its meta, without `streaming`
 
 
 async def drop_streamed(svc: Services, view: View, reply_id: int, actor_id: int) -> None:

@@ -1,29 +1,35 @@
-"""Changing what was said: edits, deletions and reactions — the use cases REST (and any other
-surface) calls — and the membership changes members must hear of.
+"""Changing what was said — edits, deletions and reactions — and the conversation itself —
+its members, its title, its end: the use cases REST (and any other surface) calls.
 
 Each change is recorded once in the ledger and reaches every member as an inbox entry of its
 own (`chatee.messaging.ledger.record_change`), pushed live and returned by `/sync`, so a device
-catches up on changes through the same cursor as on messages. The rules are a chat user's:
-only the sender edits (a person's message, not an agent's); the sender, or the group's owner or
-an admin, deletes; a deleted message is a tombstone that keeps its place and `seq`; a reaction
-is one per person and emoji, counted per message, at most `messaging.max_reaction_kinds`
-different emoji on one message, and a person's reaction changes are rate-limited.
+catches up on changes through the same cursor as on messages. The change itself (the edited
+text, a new member…) is written in the transaction that records it, so no one ever sees one
+without the other.
+
+The rules are a chat user's: only the sender edits (a person's message, not an agent's); the
+sender, or the group's owner or an admin, deletes; a deleted message is a tombstone that keeps
+its place and `seq`; a reaction is one per person and emoji, counted per message, at most
+`messaging.max_reaction_kinds` different emoji on one message, and a person's reaction changes
+are rate-limited. Who may change the conversation itself is `chatee.messaging.conversations`'s.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
 import regex
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.service import RPCError
 
 from chatee.errors import Conflict, Forbidden, Invalid, NotFound, RateLimited, TooLarge, Unavailable
 from chatee.logging import get_logger
 from chatee.messaging import agents, conversations, ledger
-from chatee.messaging.conversations import Member, View
+from chatee.messaging.conversations import Edit, Member, View
 from chatee.messaging.names import names_of
-from chatee.messaging.types import GONE, MEMBER, RENAMED, Change, ChatMessage
+from chatee.messaging.types import GONE, MEMBER, RENAMED, Change, ChatMessage, InboxItem
 from chatee.models import utcnow
 from chatee.services import Services
 
@@ -154,71 +160,160 @@ async def react(
     return await _rendered(svc, message, user_id)
 
 
-async def members_changed(
-    svc: Services, before: View, actor_id: int, change: str, members: list[Member]
-) -> None:
-    """Tell every member — and whoever just left — that `members` were `added`, `removed`
-    or given a new `role`: one `member` inbox entry for the lot. Call it after the change is
-    committed; `before` is the conversation as it was."""
+# -- changes to the conversation itself: its members, its title, its end ------------------------
+
+Plan = Callable[[View], Awaitable[Edit | None]]  # a change's rules, checked on a view
+
+
+async def add_members(
+    svc: Services, view: View, actor_id: int, member_ids: Sequence[int], role: str
+) -> list[Member]:
+    """Add users (or the actor's own agents) to a group, and tell everyone in it, the new
+    members too: one `member` entry for the lot. Returns those added (none: all were in)."""
     m = svc.messenger
-    after = await conversations.load_view(m.db, m.cache, before.id)
-    if not members:
-        return
-    named = await names_of(m.db, m.cache, ((x.kind, x.id) for x in members))
-    data = {
-        "change": change,
-        "members": [
-            {
-                "id": str(x.id),
-                "kind": x.kind,
-                "name": named[(x.kind, x.id)],
-                "role": after.members[x.id].role if after and x.id in after.members else None,
-            }
-            for x in members
-        ],
-    }
-    await announce(svc, before, actor_id, MEMBER, data, after)
+
+    async def plan(view: View) -> Edit | None:
+        limit = m.knobs.max_group_members
+        return await conversations.plan_add(m.db, view, actor_id, member_ids, role, limit)
+
+    edit = await _change_members(svc, view, actor_id, "added", plan)
+    return edit.members if edit is not None else []
+
+
+async def set_role(svc: Services, view: View, actor_id: int, member_id: int, role: str) -> Member:
+    """Give a member a new role (the owner; making someone owner hands the group over), and
+    tell everyone in it."""
+
+    async def plan(view: View) -> Edit:
+        return conversations.plan_role(view, actor_id, member_id, role)
+
+    edit = await _change_members(svc, view, actor_id, "role", plan)
+    assert edit is not None
+    return edit.members[0]
+
+
+async def remove_member(svc: Services, view: View, actor_id: int, member_id: int) -> None:
+    """Take a member out of a group (or leave it), and tell everyone in it and the one who
+    is gone."""
+    m = svc.messenger
+
+    async def plan(view: View) -> Edit:
+        return await conversations.plan_removal(m.db, view, actor_id, member_id)
+
+    await _change_members(svc, view, actor_id, "removed", plan)
+
+
+async def _change_members(
+    svc: Services, view: View, actor_id: int, change: str, plan: Plan
+) -> Edit | None:
+    """`plan`'s change of members, told as a `member` entry: what happened (`change`) to
+    whom (`members`, with their names and their roles after; None: no longer in it)."""
+    m = svc.messenger
+
+    async def data(edit: Edit) -> dict[str, Any]:
+        named = await names_of(m.db, m.cache, ((x.kind, x.id) for x in edit.members))
+        after = edit.after.members if edit.after is not None else {}
+        return {
+            "change": change,
+            "members": [
+                {
+                    "id": str(x.id),
+                    "kind": x.kind,
+                    "name": named[(x.kind, x.id)],
+                    "role": after[x.id].role if x.id in after else None,
+                }
+                for x in edit.members
+            ],
+        }
+
+    return await _change(svc, view, actor_id, MEMBER, plan, data)
 
 
 async def rename_conversation(svc: Services, view: View, actor_id: int, title: str) -> Any:
     """Retitle a group or thread (its owner or an admin), and put the new title in every
     member's inbox (`conversation.renamed`), so their other devices learn it through /sync."""
     m = svc.messenger
-    row = await conversations.rename(m.db, m.cache, view, actor_id, title)
-    await announce(svc, view, actor_id, RENAMED, {"id": str(view.id), "title": row.title})
+
+    async def plan(view: View) -> Edit:
+        return conversations.plan_rename(view, actor_id, title)
+
+    async def data(edit: Edit) -> dict[str, Any]:
+        return {"id": str(view.id), "title": title}
+
+    await _change(svc, view, actor_id, RENAMED, plan, data)
+    row = await conversations.conversation_row(m.db, view.id)
+    if row is None:  # deleted since
+        raise conversations.not_found()
     return row
 
 
 async def delete_conversation(svc: Services, view: View, actor_id: int) -> None:
     """Delete a group (with its threads) or a thread (its owner), and tell everyone who was in
     it (`conversation.deleted`)."""
-    await conversations.delete_conversation(svc, view, actor_id)
-    await announce(svc, view, actor_id, GONE, {"id": str(view.id)})
+
+    async def plan(view: View) -> Edit:
+        edit = conversations.plan_deletion(view, actor_id)  # the rules, before anything ends
+        await conversations.end_agent_sessions(svc, view)
+        return edit
+
+    async def data(edit: Edit) -> dict[str, Any]:
+        return {"id": str(view.id)}
+
+    await _change(svc, view, actor_id, GONE, plan, data)
 
 
-async def announce(
+async def _change(
     svc: Services,
-    before: View,
+    view: View,
     actor_id: int,
     kind: str,
-    data: dict[str, Any],
-    after: View | None = None,
-) -> None:
-    """A change to the conversation itself as one inbox entry for everyone in it before or
-    after (`kind` `member`, or e.g. `conversation.renamed` / `conversation.deleted`; `data`
-    is what it says). Call it once the change is committed; `before` is the conversation as
-    it was (`after` as it is now, read again when not given; None once it is gone)."""
+    plan: Plan,
+    data_of: Callable[[Edit], Awaitable[dict[str, Any]]],
+) -> Edit | None:
+    """A change to the conversation itself: `plan` checks its rules on `view`, then the
+    change is written and recorded as `kind` (`data_of` says what it is), with everyone's
+    inbox entry, in ONE transaction — all of it is committed or none. Changes of members
+    commit one at a time; one that finds the members changed since its view was read is
+    planned again on the conversation as it is now, so whom it is told to is exact. None:
+    nothing to change."""
     m = svc.messenger
-    if after is None:
-        after = await conversations.load_view(m.db, m.cache, before.id)
-    audience = after if after is not None else replace(before, members={})
-    gone = tuple(sorted(set(before.user_ids()) - set(audience.user_ids())))
-    template = Change(0, before.id, kind, actor_id, utcnow(), extra_users=gone)
+    for attempt in range(ledger.ATTEMPTS):
+        edit = await plan(view)
+        if edit is None:
+            return None
+        try:
+            await _record(svc, edit, actor_id, kind, await data_of(edit))
+            return edit
+        except conversations.MembersChanged:
+            log.info("the members changed meanwhile: planning again", conversation=view.id)
+            await ledger.backoff(attempt)
+            view = await conversations.reread_view(m.db, m.cache, view, actor_id)
+    raise Conflict("the members keep changing; retry")
 
-    def record(users: list[int] | None) -> object:
-        return m.store.record(template, ledger.fixed_data(data), users)
 
-    await _apply(svc, audience, record, gone)
+async def _record(
+    svc: Services, edit: Edit, actor_id: int, kind: str, data: dict[str, Any]
+) -> None:
+    """`edit` written in the transaction that records it and puts it in the inbox of everyone
+    in the conversation before or after (those no longer in it: `extra_users`); its cache
+    entries dropped once that is committed, before anyone is told."""
+    m = svc.messenger
+    after = edit.after if edit.after is not None else replace(edit.before, members={})
+    gone = tuple(sorted(set(edit.before.user_ids()) - set(after.user_ids())))
+    template = Change(0, edit.before.id, kind, actor_id, utcnow(), extra_users=gone)
+
+    async def write(db: AsyncSession) -> dict[str, Any]:
+        await edit.write(db)
+        return data
+
+    mutate = ledger.Mutation(write)  # through the ORM only, on SQLite too
+
+    async def record(users: list[int] | None) -> tuple[Change | None, list[InboxItem]]:
+        recorded = await m.store.record(template, mutate, users)
+        await m.cache.delete(*edit.keys)
+        return recorded
+
+    await _apply(svc, after, record, gone)
 
 
 async def resume_change(svc: Services, change_id: int) -> None:

@@ -7,11 +7,11 @@ the group lets them into every thread. Everything that asks "who is in here?" go
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -247,49 +247,100 @@ def _require_group_admin(view: View, actor: int) -> None:
         raise Forbidden("only the group's owner or an admin can do that")
 
 
-async def add_members(
-    db: Factory,
-    cache: Cache,
-    view: View,
-    actor: int,
-    member_ids: Sequence[int],
-    role: str,
-    max_members: int,
-) -> list[Member]:
+def _require_manager(view: View, actor: int, owner_only: bool) -> None:
+    """Groups and their threads are managed by the group's owner (and admins, unless
+    `owner_only`); a private chat has no one to manage it."""
+    if view.type == "private":
+        raise Conflict("a private chat has no title and cannot be deleted", "not-a-group")
+    allowed = ("owner",) if owner_only else ("owner", "admin")
+    if view.role(actor) not in allowed:
+        who = "owner" if owner_only else "owner or an admin"
+        raise Forbidden(f"only the group's {who} can do that")
+
+
+class MembersChanged(Exception):
+    """The members are no longer those a change was planned on (another change committed
+    first): plan it again on the conversation as it is now (`reread_view`)."""
+
+
+@dataclass(frozen=True)
+class Edit:
+    """A change to a conversation — its members, its title, the conversation itself — with
+    its rules checked against `before`, written by `write` in the caller's transaction, so
+    `chatee.messaging.changes` records the change everyone is told of in that same one.
+
+    `write` first locks the audience's conversation row and finds its members still
+    `before`'s, else raises `MembersChanged`. Every change of members does, so they commit one
+    at a time, and who was in it (`before`) and who is (`after`) — whom it is told to — are
+    exact."""
+
+    before: View
+    after: View | None  # as the write leaves it; None: deleted
+    members: list[Member]  # whom a membership change is about
+    statements: Callable[[AsyncSession], Awaitable[None]]
+    keys: set[str]  # its cache entries, to drop once committed (`statements` may add some)
+
+    async def write(self, session: AsyncSession) -> None:
+        await _hold(session, self.before)
+        await self.statements(session)
+
+
+async def _hold(session: AsyncSession, before: View) -> None:
+    """Lock the audience's conversation row, then check its members are `before`'s. The lock
+    is the transaction's first statement: on MySQL what it reads next is current, on SQLite it
+    takes the write lock."""
+    c = Conversation.__table__.c
+    lock = update(Conversation.__table__).where(c.id == before.audience_id)
+    if (await session.execute(lock.values(member_count=c.member_count))).rowcount == 0:
+        raise not_found()
+    m = ConversationMember.__table__.c
+    rows = await session.execute(
+        select(m.member_id, m.kind, m.role).where(m.conversation_id == before.audience_id)
+    )
+    if {i: Member(i, kind, role) for i, kind, role in rows} != before.members:
+        raise MembersChanged(before.id)
+
+
+async def _count(session: AsyncSession, conversation_id: int, delta: int) -> None:
+    c = Conversation.__table__.c
+    await session.execute(
+        update(Conversation.__table__)
+        .where(c.id == conversation_id)
+        .values(member_count=c.member_count + delta)
+    )
+
+
+async def plan_add(
+    db: Factory, view: View, actor: int, member_ids: Sequence[int], role: str, max_members: int
+) -> Edit | None:
+    """Adding users, or the actor's own agents, to a group: its owner or an admin (only the
+    owner makes admins). None when they are all in it already."""
     _require_group_admin(view, actor)
     if role == "owner" or (role == "admin" and view.role(actor) != "owner"):
         raise Forbidden(f"you cannot make members {role}s")
     async with db() as session:
         wanted = await resolve_members(session, member_ids, actor)
-        new = [m for m in wanted if m.id not in view.members]
-        count = await session.scalar(
-            select(func.count())
-            .select_from(ConversationMember)
-            .where(ConversationMember.conversation_id == view.id)
-        )
-        if (count or 0) + len(new) > max_members:
-            raise Conflict(f"a group has at most {max_members} members", "too-many-members")
-        session.add_all(
-            ConversationMember(conversation_id=view.id, member_id=m.id, kind=m.kind, role=role)
-            for m in new
-        )
+    new = [Member(m.id, m.kind, role) for m in wanted if m.id not in view.members]
+    if not new:
+        return None
+    if len(view.members) + len(new) > max_members:
+        raise Conflict(f"a group has at most {max_members} members", "too-many-members")
+
+    async def statements(session: AsyncSession) -> None:
         await session.execute(
-            update(Conversation)
-            .where(Conversation.id == view.id)
-            .values(member_count=Conversation.member_count + len(new))
-        )
-        try:
-            await session.commit()
-        except IntegrityError:  # added concurrently by someone else: the caller may retry
-            await session.rollback()
-            raise Conflict("the members changed meanwhile; retry") from None
-    await cache.delete(members_key(view.id))
-    return [Member(m.id, m.kind, role) for m in new]
+            insert(ConversationMember.__table__),
+            [{"conversation_id": view.id, "member_id": m.id, "kind": m.kind, "role": role}
+             for m in new],
+        )  # fmt: skip
+        await _count(session, view.id, len(new))
+
+    after = replace(view, members={**view.members, **{m.id: m for m in new}})
+    return Edit(view, after, new, statements, {members_key(view.id)})
 
 
-async def remove_member(db: Factory, cache: Cache, view: View, actor: int, member_id: int) -> None:
-    """Admins remove members, owners remove anyone, everyone may leave. An owner who leaves
-    hands the group to the longest-standing admin, else member."""
+async def plan_removal(db: Factory, view: View, actor: int, member_id: int) -> Edit:
+    """Taking a member out of a group: admins remove members, owners anyone, everyone may
+    leave. An owner who leaves hands the group to the longest-standing admin, else member."""
     if view.type != "group":
         raise Conflict("only a group has members to manage", "not-a-group")
     target = view.members.get(member_id)
@@ -300,40 +351,52 @@ async def remove_member(db: Factory, cache: Cache, view: View, actor: int, membe
         allowed = actor_role == "owner" or (actor_role == "admin" and target.role == "member")
         if not allowed:
             raise Forbidden("you cannot remove that member")
-    async with db() as session:
+    members = {i: x for i, x in view.members.items() if i != member_id}
+    heir = await _heir(db, view, member_id) if target.role == "owner" else None
+    if heir is not None:
+        members[heir.id] = Member(heir.id, heir.kind, "owner")
+
+    async def statements(session: AsyncSession) -> None:
         await session.execute(
             delete(ConversationMember).where(
                 ConversationMember.conversation_id == view.id,
                 ConversationMember.member_id == member_id,
             )
         )
-        await session.execute(
-            update(Conversation)
-            .where(Conversation.id == view.id)
-            .values(member_count=Conversation.member_count - 1)
-        )
-        if target.role == "owner":
-            heir = (
-                await session.execute(
-                    select(ConversationMember)
-                    .where(
-                        ConversationMember.conversation_id == view.id,
-                        ConversationMember.kind == "user",
-                        ConversationMember.member_id != member_id,
-                    )
-                    .order_by((ConversationMember.role != "admin"), ConversationMember.joined_at)
-                    .limit(1)
+        await _count(session, view.id, -1)
+        if heir is not None:
+            await session.execute(
+                update(ConversationMember)
+                .where(
+                    ConversationMember.conversation_id == view.id,
+                    ConversationMember.member_id == heir.id,
                 )
-            ).scalar_one_or_none()
-            if heir is not None:
-                heir.role = "owner"
-        await session.commit()
-    await cache.delete(members_key(view.id))
+                .values(role="owner")
+            )
+
+    return Edit(view, replace(view, members=members), [target], statements, {members_key(view.id)})
 
 
-async def set_role(
-    db: Factory, cache: Cache, view: View, actor: int, member_id: int, role: str
-) -> Member:
+async def _heir(db: Factory, view: View, leaving: int) -> Member | None:
+    """Who gets the group its owner leaves (a user). Read before the write, which finds the
+    members unchanged, so it is still the one."""
+    async with db() as session:
+        heir_id = await session.scalar(
+            select(ConversationMember.member_id)
+            .where(
+                ConversationMember.conversation_id == view.id,
+                ConversationMember.kind == "user",
+                ConversationMember.member_id != leaving,
+            )
+            .order_by((ConversationMember.role != "admin"), ConversationMember.joined_at)
+            .limit(1)
+        )
+    return view.members.get(heir_id) if heir_id is not None else None
+
+
+def plan_role(view: View, actor: int, member_id: int, role: str) -> Edit:
+    """A member's new role: the owner only. Making someone owner hands the group over (the
+    owner becomes an admin)."""
     if view.type != "group":
         raise Conflict("only a group has members to manage", "not-a-group")
     if view.role(actor) != "owner":
@@ -341,8 +404,13 @@ async def set_role(
     target = view.members.get(member_id)
     if target is None or target.kind != "user":
         raise NotFound("no such member")
-    async with db() as session:
-        if role == "owner":  # hand over: the old owner becomes an admin
+    members = dict(view.members)
+    if role == "owner":
+        members[actor] = Member(actor, "user", "admin")
+    members[member_id] = Member(member_id, "user", role)
+
+    async def statements(session: AsyncSession) -> None:
+        if role == "owner":
             await session.execute(
                 update(ConversationMember)
                 .where(
@@ -359,9 +427,113 @@ async def set_role(
             )
             .values(role=role)
         )
+
+    after = replace(view, members=members)
+    return Edit(view, after, [members[member_id]], statements, {members_key(view.id)})
+
+
+def plan_rename(view: View, actor: int, title: str) -> Edit:
+    """A group's or thread's new title: the group's owner or an admin."""
+    _require_manager(view, actor, owner_only=False)
+
+    async def statements(session: AsyncSession) -> None:
+        c = Conversation.__table__.c
+        renamed = update(Conversation.__table__).where(c.id == view.id).values(title=title)
+        if (await session.execute(renamed)).rowcount == 0:  # a thread deleted meanwhile
+            raise not_found()
+
+    return Edit(view, replace(view, title=title), [], statements, {conversation_key(view.id)})
+
+
+def plan_deletion(view: View, actor: int) -> Edit:
+    """Deleting a group (with its threads) or a thread: the group's owner only. The
+    conversation, its members, read markers and agent links go; its messages stay in the
+    ledger, so every member's inbox stays gap-free. (Its agents' sessions end before:
+    `end_agent_sessions`.)"""
+    _require_manager(view, actor, owner_only=True)
+    keys: set[str] = set()
+
+    async def statements(session: AsyncSession) -> None:
+        c = Conversation.__table__.c
+        threads = select(c.id).where(c.parent_id == view.id).with_for_update()
+        ids = [view.id, *(await session.scalars(threads))]
+        for table in (ConversationAgent, ConversationMember, ConversationRead):
+            await session.execute(delete(table).where(table.conversation_id.in_(ids)))
+        await session.execute(delete(Conversation).where(Conversation.id.in_(ids)))
+        keys.update(k for i in ids for k in (conversation_key(i), members_key(i)))
+
+    return Edit(view, None, [], statements, keys)
+
+
+async def end_agent_sessions(svc: Services, view: View) -> None:
+    """Stop and delete the agents' sessions of a conversation being deleted (and of its
+    threads). Each goes in a transaction of its own, before the conversation's: it stops a
+    Temporal workflow and drops a Redis stream, and is safe to repeat."""
+    from chatee import agent_sessions  # noqa: PLC0415  (agent_sessions → services → here)
+
+    db = svc.sessionmaker
+    ids = [view.id, *(t.id for t in await threads_of(db, view.id))]
+    async with db() as session:
+        links = list(
+            await session.scalars(
+                select(ConversationAgent).where(ConversationAgent.conversation_id.in_(ids))
+            )
+        )
+        for link in links:
+            linked = await session.get(Session, link.session_id)
+            if linked is not None:
+                await agent_sessions.delete_session(svc, session, linked)
+
+
+async def reread_view(db: Factory, cache: Cache, view: View, user_id: int) -> View:
+    """The conversation as the database has it now, if the user is still in it: after
+    `MembersChanged` the cache may be behind."""
+    await cache.delete(conversation_key(view.id), members_key(view.audience_id))
+    return await visible_view(db, cache, view.id, user_id)
+
+
+# -- the same changes, telling no one (an account being deleted, tests) ----------------------
+# The API's use cases, which put each change in every member's inbox in the same transaction,
+# are in `chatee.messaging.changes`.
+
+
+async def write_alone(db: Factory, cache: Cache, edit: Edit) -> None:
+    """`edit` in a transaction of its own, then its cache entries dropped."""
+    async with db() as session:
+        try:
+            await edit.write(session)
+        except MembersChanged:
+            raise Conflict("the members changed meanwhile; retry") from None
         await session.commit()
-    await cache.delete(members_key(view.id))
-    return Member(member_id, "user", role)
+    await cache.delete(*edit.keys)
+
+
+async def add_members(
+    db: Factory,
+    cache: Cache,
+    view: View,
+    actor: int,
+    member_ids: Sequence[int],
+    role: str,
+    max_members: int,
+) -> list[Member]:
+    edit = await plan_add(db, view, actor, member_ids, role, max_members)
+    if edit is None:
+        return []
+    await write_alone(db, cache, edit)
+    return edit.members
+
+
+async def remove_member(db: Factory, cache: Cache, view: View, actor: int, member_id: int) -> None:
+    await write_alone(db, cache, await plan_removal(db, view, actor, member_id))
+
+
+async def set_role(
+    db: Factory, cache: Cache, view: View, actor: int, member_id: int, role: str
+) -> Member:
+    edit = plan_role(view, actor, member_id, role)
+    await write_alone(db, cache, edit)
+    return edit.members[0]
 
 
 async def leave_groups(db: Factory, cache: Cache, member_id: int) -> None:
@@ -381,65 +553,6 @@ async def leave_groups(db: Factory, cache: Cache, member_id: int) -> None:
         view = await load_view(db, cache, group_id)
         if view is not None and member_id in view.members:
             await remove_member(db, cache, view, member_id, member_id)
-
-
-def _require_manager(view: View, actor: int, owner_only: bool) -> None:
-    """Groups and their threads are managed by the group's owner (and admins, unless
-    `owner_only`); a private chat has no one to manage it."""
-    if view.type == "private":
-        raise Conflict("a private chat has no title and cannot be deleted", "not-a-group")
-    allowed = ("owner",) if owner_only else ("owner", "admin")
-    if view.role(actor) not in allowed:
-        who = "owner" if owner_only else "owner or an admin"
-        raise Forbidden(f"only the group's {who} can do that")
-
-
-async def rename(db: Factory, cache: Cache, view: View, actor: int, title: str) -> Conversation:
-    """A group's or thread's new title (the group's owner or an admin)."""
-    _require_manager(view, actor, owner_only=False)
-    async with db() as session:
-        row = await session.get(Conversation, view.id)
-        if row is None:
-            raise not_found()
-        row.title = title
-        await session.commit()
-    await cache.delete(conversation_key(view.id))
-    return row
-
-
-async def delete_conversation(svc: Services, view: View, actor: int) -> None:
-    """Delete a group (with its threads) or a thread: the group's owner only. The
-    conversation, its members, read markers and agents' sessions (workflows stopped) go at
-    once; its messages stay in the ledger, so every member's inbox stays gap-free."""
-    from chatee import agent_sessions  # noqa: PLC0415  (agent_sessions → services → here)
-
-    _require_manager(view, actor, owner_only=True)
-    db, cache = svc.sessionmaker, svc.messenger.cache
-    async with db() as session:
-        ids = [view.id, *(t.id for t in await threads_of(db, view.id))]
-        links = list(
-            (
-                await session.execute(
-                    select(ConversationAgent).where(ConversationAgent.conversation_id.in_(ids))
-                )
-            ).scalars()
-        )
-        for link in links:
-            linked = await session.get(Session, link.session_id)
-            if linked is not None:
-                await agent_sessions.delete_session(svc, session, linked)
-        await session.execute(
-            delete(ConversationAgent).where(ConversationAgent.conversation_id.in_(ids))
-        )
-        await session.execute(
-            delete(ConversationMember).where(ConversationMember.conversation_id.in_(ids))
-        )
-        await session.execute(
-            delete(ConversationRead).where(ConversationRead.conversation_id.in_(ids))
-        )
-        await session.execute(delete(Conversation).where(Conversation.id.in_(ids)))
-        await session.commit()
-    await cache.delete(*(k for i in ids for k in (conversation_key(i), members_key(i))))
 
 
 async def create_thread(db: Factory, view: View, actor: int, title: str) -> Conversation:

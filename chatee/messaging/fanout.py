@@ -35,7 +35,6 @@ from sqlalchemy import select
 from chatee.coalesce import Coalescer
 from chatee.logging import get_logger
 from chatee.messaging.ledger import Factory
-from chatee.messaging.stores import MessageStore
 from chatee.messaging.types import Change, ChatMessage, InboxItem, body_json
 from chatee.metrics import record_fanout
 from chatee.models import ConversationMember
@@ -167,20 +166,6 @@ def _chunks(items: Sequence[T]) -> list[Sequence[T]]:
     return [items[n : n + TARGETS_PER_PUSH] for n in range(0, len(items), TARGETS_PER_PUSH)]
 
 
-async def deliver_and_push(
-    store: MessageStore,
-    pushes: Pushes,
-    message: ChatMessage,
-    user_ids: Sequence[int],
-    finish: bool = False,
-    path: str = "inline",
-) -> list[InboxItem]:
-    """Write the inbox entries, then push them."""
-    items = await store.deliver(message, user_ids, finish)
-    await push_delivered(pushes, message, items, path)
-    return items
-
-
 async def push_delivered(
     pushes: Pushes, message: ChatMessage, items: Sequence[InboxItem], path: str = "inline"
 ) -> None:
@@ -189,20 +174,6 @@ async def push_delivered(
     if items:
         record_fanout(message.id, path)
     await pushes.messages(message, items)
-
-
-async def deliver_change_and_push(
-    store: MessageStore,
-    pushes: Pushes,
-    change: Change,
-    user_ids: Sequence[int],
-    finish: bool = False,
-    path: str = "inline",
-) -> list[InboxItem]:
-    """`deliver_and_push` for a change (`change.message`, if any, already named)."""
-    items = await store.deliver_change(change, user_ids, finish)
-    await push_change(pushes, change, items, path)
-    return items
 
 
 async def push_change(

@@ -390,28 +390,50 @@ async def _ensure_counters(factory: Factory, users: Sequence[int]) -> None:
     known.update(users)
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """What a `deliver` wrote and found."""
+
+    fresh: list[InboxRef]  # the item's new entries
+    existing: list[InboxRef]  # its entries from before (a retry, a resume)
+    earlier: list[InboxRef]  # new entries of the items delivered before it (`before`)
+
+
+Before = Sequence[tuple[Item, Sequence[int]]]  # items to deliver first, each to these users
+
+
 async def deliver(
-    factory: Factory, message: ChatMessage | Item, user_ids: Sequence[int], finish: bool = False
-) -> tuple[list[InboxRef], list[InboxRef]]:
-    """Give each user one inbox entry for a message or a change (`Item`). Returns (new refs,
-    refs that existed). `finish`: this is the last batch — mark it fanned out in the same
-    transaction."""
+    factory: Factory,
+    message: ChatMessage | Item,
+    user_ids: Sequence[int],
+    finish: bool = False,
+    before: Before = (),
+) -> Delivery:
+    """Give each user one inbox entry for a message or a change (`Item`). `finish`: this is
+    the last batch — mark it fanned out in the same transaction. `before`: the conversation's
+    earlier items still pending (`earlier_pending`), each with those of the users who lack it:
+    delivered first, in order, in the same transaction (one lock of the users' counters, so
+    a conversation's items reach each inbox in order at the cost of one write)."""
     item = message.item if isinstance(message, ChatMessage) else message
     users = sorted(set(user_ids))
     if not users:
         if finish:
             await mark_fanned_out(factory, item.id, item.kind)
-        return [], []
+        return Delivery([], [], [])
     await _ensure_counters(factory, users)
     if sqlite_commit.is_sqlite(factory):
-        return await _deliver_sqlite(factory, item, users, finish)
+        return await _deliver_sqlite(factory, item, users, finish, before)
     check = False  # optimistic: a first delivery finds nothing delivered before it
     for attempt in range(ATTEMPTS):
         async with factory() as db:  # not SQLite (that goes through the group commit)
             try:
-                delivered = await _deliver_once(db, item, users, finish, check)
+                earlier: list[InboxRef] = []
+                for first, lacking in before:  # they may have arrived meanwhile: `check`
+                    refs, _ = await _deliver_once(db, first, sorted(lacking), False, True)
+                    earlier += refs
+                fresh, existing = await _deliver_once(db, item, users, finish, check)
                 await db.commit()
-                return delivered
+                return Delivery(fresh, existing, earlier)
             except MissingCounters as exc:
                 await db.rollback()
                 _known_counters(factory).difference_update(exc.users)
@@ -435,13 +457,20 @@ async def deliver(
 
 
 async def _deliver_sqlite(
-    factory: Factory, item: Item, users: list[int], finish: bool
-) -> tuple[list[InboxRef], list[InboxRef]]:
+    factory: Factory, item: Item, users: list[int], finish: bool, before: Before
+) -> Delivery:
     """`deliver` on SQLite, group-committed (see `sqlite_commit`)."""
     commit = sqlite_commit.group_commit(factory)
-    op = partial(
-        sqlite_commit.deliver_rows, binds=commit.binds, item=item, users=users, finish=finish
-    )
+    rows = partial(sqlite_commit.deliver_rows, binds=commit.binds)
+
+    def op(sq: sqlite3.Connection) -> Delivery:
+        earlier = [
+            ref
+            for first, lacking in before
+            for ref in rows(sq, item=first, users=sorted(lacking), finish=False)[0]
+        ]
+        return Delivery(*rows(sq, item=item, users=users, finish=finish), earlier)
+
     for attempt in range(ATTEMPTS):
         try:
             return await commit.run(op)
@@ -597,6 +626,30 @@ async def mark_fanned_out(factory: Factory, message_id: int, kind: str = MESSAGE
         await db.commit()
 
 
+async def write_in_place(
+    factory: Factory,
+    message_id: int,
+    meta: dict[str, Any] | None,
+    content: str | None = None,
+    before_commit: Callable[[], Awaitable[None]] | None = None,
+) -> bool:
+    """Set a live message's meta (and `content`, unless None) in its ledger row, with no inbox
+    entry: a streaming reply's text so far. `before_commit` runs while the row is locked (the
+    HBase store writes the body there), so a deletion cannot slip in between. False: the
+    message was deleted, and nothing was written."""
+    values: dict[str, Any] = {"meta": meta}
+    if content is not None:
+        values["content"] = content
+    table = ConversationMessage.__table__
+    stmt = update(table).where(table.c.id == message_id, table.c.deleted_at.is_(None))
+    async with sqlite_commit.writing(factory), factory() as db:
+        live = (await db.execute(stmt.values(**values))).rowcount > 0
+        if live and before_commit is not None:
+            await before_commit()
+        await db.commit()
+    return live
+
+
 async def pending_fanouts(factory: Factory, older_than: datetime, limit: int) -> list[int]:
     """Messages whose fan-out never finished (the sending process died): ids to resume."""
     async with factory() as db:
@@ -612,17 +665,69 @@ async def pending_fanouts(factory: Factory, older_than: datetime, limit: int) ->
         return list(rows.scalars())
 
 
+async def earlier_pending(factory: Factory, item: Item, limit: int = 500) -> list[Item]:
+    """What of `item`'s conversation is still `pending` and belongs before it in every inbox,
+    in that order: messages with a lower `seq`, then, before a change, the changes recorded
+    before it — and before any change, the message it is about (so for a change, messages
+    up to the highest `seq` those changes are about). A message's `seq` is taken under the
+    conversation's row lock, so no message committed later can have a lower one."""
+    m, c = ConversationMessage.__table__.c, MessageChange.__table__.c
+    changes: list[Item] = []
+    async with factory() as db:
+        if item.change_id:
+            rows = await db.execute(
+                select(c.id, c.kind, c.message_id, c.seq)
+                .where(c.conversation_id == item.conversation_id, c.fanout_status == "pending")
+                .where(c.id < item.change_id)
+                .order_by(c.id)
+                .limit(limit)
+            )
+            changes = [Item(k, mid, i, item.conversation_id, seq) for i, k, mid, seq in rows]
+        top = max([item.seq] + [x.seq for x in changes]) if item.change_id else item.seq - 1
+        rows = await db.execute(
+            select(m.id, m.seq)
+            .where(m.conversation_id == item.conversation_id, m.fanout_status == "pending")
+            .where(m.seq <= top)
+            .order_by(m.seq)
+            .limit(limit)
+        )
+        messages = [Item(MESSAGE, i, 0, item.conversation_id, seq) for i, seq in rows]
+    return messages + changes
+
+
+async def lacking(
+    factory: Factory, items: Sequence[Item], user_ids: Sequence[int]
+) -> dict[int, list[int]]:
+    """Of `user_ids`, who has no inbox entry yet for each of `items` (by the item's id)."""
+    if not items or not user_ids:
+        return {}
+    e = InboxEntry.__table__.c
+    async with factory() as db:
+        rows = await db.execute(
+            select(e.user_id, e.message_id, e.change_id).where(
+                e.user_id.in_(user_ids),
+                e.message_id.in_({i.message_id for i in items}),
+                e.change_id.in_({i.change_id for i in items}),
+            )
+        )
+        have = {(u, mid, cid) for u, mid, cid in rows}
+    return {
+        i.id: [u for u in user_ids if (u, i.message_id, i.change_id) not in have] for i in items
+    }
+
+
 # -- changes: edits, deletions, reactions, membership ------------------------------------------
 
 
 @dataclass(frozen=True)
 class Mutation:
     """What a change writes besides itself, in both spellings (see `sqlite_commit`): `orm` in
-    the caller's transaction, `raw` on SQLite's raw connection inside the group commit. Each
-    returns the change's data, or None when it changes nothing."""
+    the caller's transaction, `raw` on SQLite's raw connection inside the group commit (None:
+    SQLite takes the ORM path too, under its write lock). Each returns the change's data, or
+    None when it changes nothing."""
 
     orm: Callable[[AsyncSession], Awaitable[dict[str, Any] | None]]
-    raw: Callable[[sqlite3.Connection, sqlite_commit.Binds], dict[str, Any] | None]
+    raw: Callable[[sqlite3.Connection, sqlite_commit.Binds], dict[str, Any] | None] | None = None
 
 
 async def record_change(
@@ -641,8 +746,8 @@ async def record_change(
     audience = sorted(set(users)) if users is not None else None
     if audience:
         await _ensure_counters(factory, audience)
-    if before_commit is None and sqlite_commit.is_sqlite(factory):
-        return await _record_sqlite(factory, template, mutate, audience)
+    if before_commit is None and mutate.raw is not None and sqlite_commit.is_sqlite(factory):
+        return await _record_sqlite(factory, template, mutate.raw, audience)
     for attempt in range(ATTEMPTS):
         async with sqlite_commit.writing(factory), factory() as db:
             try:
@@ -700,14 +805,17 @@ async def record_change(
 
 
 async def _record_sqlite(
-    factory: Factory, template: Change, mutate: Mutation, users: list[int] | None
+    factory: Factory,
+    template: Change,
+    mutate: Callable[[sqlite3.Connection, sqlite_commit.Binds], dict[str, Any] | None],
+    users: list[int] | None,
 ) -> tuple[Change | None, list[InboxRef]]:
     """`record_change` on SQLite, group-committed: the same statements in one hop."""
     commit = sqlite_commit.group_commit(factory)
     for attempt in range(ATTEMPTS):
         change = replace(template, id=new_id(), created_at=utcnow().replace(microsecond=0))
         op = partial(sqlite_commit.record_rows, binds=commit.binds, change=change,
-                     mutate=mutate.raw, users=users)  # fmt: skip
+                     mutate=mutate, users=users)  # fmt: skip
         try:
             return await commit.run(op)
         except MissingCounters as exc:

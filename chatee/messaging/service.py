@@ -18,6 +18,7 @@ recovery loop.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -34,15 +35,9 @@ from chatee.logging import get_logger
 from chatee.messaging import conversations, ledger, names
 from chatee.messaging.cache import Cache
 from chatee.messaging.conversations import View
-from chatee.messaging.fanout import (
-    Pushes,
-    deliver_and_push,
-    deliver_change_and_push,
-    push_change,
-    push_delivered,
-)
+from chatee.messaging.fanout import Pushes, push_change, push_delivered
 from chatee.messaging.stores import MessageStore
-from chatee.messaging.types import Change, ChatMessage, Draft, InboxItem
+from chatee.messaging.types import Change, ChatMessage, Draft, InboxItem, Item
 from workflows.fanout import FanoutInput
 from workflows.names import FANOUT_WORKFLOW, MESSAGES_QUEUE, fanout_workflow_id
 
@@ -138,7 +133,45 @@ class Messenger:
         batches = [users[i : i + size] for i in range(0, len(users), size)] or [[]]
         for n, batch in enumerate(batches):
             last = n == len(batches) - 1  # the last batch also marks the message fanned out
-            await deliver_and_push(self.store, self.pushes, message, batch, finish=last)
+            await self.deliver(message, batch, finish=last)
+
+    async def deliver(
+        self,
+        item: ChatMessage | Change,
+        users: Sequence[int],
+        *,
+        finish: bool = False,
+        path: str = "inline",
+    ) -> list[InboxItem]:
+        """Put a message or a change (named) in these users' inboxes and push it — after what
+        of its conversation is still pending before it, which goes first, in the same write,
+        to whoever of `users` lacks it. So whichever fan-out reaches a user first, that
+        user's inbox takes the conversation's items in order; an entry is written once per
+        user and item, so each earlier item's own fan-out finds it in place."""
+        earlier = await ledger.earlier_pending(self.db, item.item)
+        lacking = await ledger.lacking(self.db, earlier, users)
+        before = []
+        for ref in earlier:
+            if lacking.get(ref.id) and (body := await self._load(ref)) is not None:
+                before.append((body, lacking[ref.id]))
+        if isinstance(item, Change):
+            items = await self.store.deliver_change(item, users, finish, before)
+        else:
+            items = await self.store.deliver(item, users, finish, before)
+        for body, group in itertools.groupby(items, key=_body_of):  # earlier ones first
+            if isinstance(body, Change):
+                await push_change(self.pushes, body, list(group), path)
+            else:
+                await push_delivered(self.pushes, body, list(group), path)
+        return [i for i in items if _body_of(i).item == item.item]
+
+    async def _load(self, ref: Item) -> ChatMessage | Change | None:
+        """A pending item as `deliver` takes it, named; None once it is gone."""
+        if ref.change_id:
+            change = await self.store.get_change(ref.change_id)
+            return None if change is None else await self.named_change(change)
+        message = await self.store.get(ref.message_id)
+        return None if message is None else (await self.named([message]))[0]
 
     async def start_fanout(self, message_id: int, item: str = "message") -> None:
         """The `MessageFanout` workflow for a message (or, `item="change"`, a change)."""
@@ -183,7 +216,7 @@ class Messenger:
         size = self.knobs.fanout_batch_size
         gone = list(change.extra_users)
         for i in range(0, len(gone), size):
-            await deliver_change_and_push(self.store, self.pushes, change, gone[i : i + size])
+            await self.deliver(change, gone[i : i + size])
         users = view.user_ids() if view is not None else []
         if len(users) > self.knobs.fanout_workflow_threshold:
             await self.start_fanout(change.id, "change")
@@ -191,7 +224,7 @@ class Messenger:
         batches = [users[i : i + size] for i in range(0, len(users), size)] or [[]]
         for n, batch in enumerate(batches):
             last = n == len(batches) - 1
-            await deliver_change_and_push(self.store, self.pushes, change, batch, finish=last)
+            await self.deliver(change, batch, finish=last)
 
     async def pending_changes(self) -> list[int]:
         grace = timedelta(seconds=self.knobs.recovery_grace_seconds)
@@ -260,6 +293,12 @@ class Messenger:
 
     async def publish_presence(self, frame: dict[str, Any], to: Sequence[int]) -> None:
         await self.pushes.frame(to, frame)
+
+
+def _body_of(item: InboxItem) -> ChatMessage | Change:
+    body = item.change if item.change is not None else item.message
+    assert body is not None
+    return body
 
 
 def _with_change(item: InboxItem, change: Change) -> InboxItem:

@@ -19,6 +19,7 @@ from chatee.messaging.types import (
     Draft,
     InboxItem,
     InboxRef,
+    Item,
 )
 from chatee.models import utcnow
 
@@ -45,11 +46,17 @@ class MessageStore(ABC):
 
     @abstractmethod
     async def deliver(
-        self, message: ChatMessage, user_ids: Sequence[int], finish: bool = False
+        self,
+        message: ChatMessage,
+        user_ids: Sequence[int],
+        finish: bool = False,
+        before: Earlier = (),
     ) -> list[InboxItem]:
         """One inbox entry per user (idempotent). Returns every user's entry for the message,
-        whether this call or an earlier one made it. `finish`: the last batch of the message's
-        fan-out — it is marked done in the same transaction."""
+        whether this call or an earlier one made it, after the new entries of what `before`
+        holds: earlier items of the conversation, each with the users to get it first, in the
+        same write (see `ledger.deliver`). `finish`: the last batch of the message's fan-out —
+        it is marked done in the same transaction."""
 
     async def append_delivered(
         self, draft: Draft, user_ids: Sequence[int], status: str = "done"
@@ -100,6 +107,22 @@ class MessageStore(ABC):
         await self._put_change_refs(refs)
         return change, [InboxItem(r.user_id, r.inbox_seq, None, change) for r in _by_user(refs)]
 
+    async def write_in_place(self, message: ChatMessage) -> bool:
+        """The message's text and meta as they are now, kept in its place with no inbox entry
+        (a streaming agent reply's text so far, read by whoever loads it mid-reply). False:
+        it was deleted meanwhile, and stays a tombstone."""
+
+        async def write_body() -> None:
+            await self.body_changed(message)
+
+        return await ledger.write_in_place(
+            self.db,
+            message.id,
+            message.meta,
+            message.content if self.keeps_content else None,
+            None if self.keeps_content else write_body,
+        )
+
     async def edit(
         self, message: ChatMessage, content: str, users: Sequence[int] | None
     ) -> tuple[Change | None, list[InboxItem]]:
@@ -129,13 +152,14 @@ class MessageStore(ABC):
         return await self.record(_about(message, REACTION, user_id), mutate, users)
 
     async def deliver_change(
-        self, change: Change, user_ids: Sequence[int], finish: bool = False
+        self, change: Change, user_ids: Sequence[int], finish: bool = False, before: Earlier = ()
     ) -> list[InboxItem]:
         """`deliver` for a change: every user's entry for it (idempotent)."""
-        fresh, existing = await ledger.deliver(self.db, change.item, user_ids, finish)
-        refs = _by_user(fresh + existing)
-        await self._put_change_refs(refs)
-        return [InboxItem(r.user_id, r.inbox_seq, None, change) for r in refs]
+        done = await ledger.deliver(self.db, change.item, user_ids, finish, refs_of(before))
+        refs = _by_user(done.fresh + done.existing)
+        await self._put_change_refs(done.earlier + refs)
+        own = [InboxItem(r.user_id, r.inbox_seq, None, change) for r in refs]
+        return earlier_items(done.earlier, before) + own
 
     async def _put_change_refs(self, refs: list[InboxRef]) -> None:  # noqa: B027 - a hook
         """A store that keeps inbox timelines elsewhere writes these entries there too."""
@@ -181,6 +205,26 @@ def _about(message: ChatMessage, kind: str, actor_id: int) -> Change:
 
 def _by_user(refs: list[InboxRef]) -> list[InboxRef]:
     return sorted(refs, key=lambda r: r.user_id)
+
+
+Earlier = Sequence[tuple[ChatMessage | Change, Sequence[int]]]  # what goes first, and to whom
+
+
+def refs_of(before: Earlier) -> list[tuple[Item, Sequence[int]]]:
+    return [(body.item, users) for body, users in before]
+
+
+def earlier_items(refs: list[InboxRef], before: Earlier) -> list[InboxItem]:
+    """The new entries of `before`'s items, with their bodies, in the order they were made."""
+    bodies = {(b.item.message_id, b.item.change_id): b for b, _ in before}
+    items = []
+    for ref in refs:
+        body = bodies[(ref.message_id, ref.change_id)]
+        if isinstance(body, Change):
+            items.append(InboxItem(ref.user_id, ref.inbox_seq, None, body))
+        else:
+            items.append(InboxItem(ref.user_id, ref.inbox_seq, body))
+    return items
 
 
 def change_item(

@@ -36,7 +36,13 @@ from typing import Any
 import happybase
 
 from chatee.messaging import ledger
-from chatee.messaging.stores.base import MessageStore, change_item
+from chatee.messaging.stores.base import (
+    Earlier,
+    MessageStore,
+    change_item,
+    earlier_items,
+    refs_of,
+)
 from chatee.messaging.types import MESSAGE, ChatMessage, Draft, InboxItem, InboxRef
 
 MAX_SEQ = 2**63 - 1
@@ -208,13 +214,18 @@ class HBaseMessageStore(MessageStore):
         return [_message_from(columns) for _, columns in rows]
 
     async def deliver(
-        self, message: ChatMessage, user_ids: Sequence[int], finish: bool = False
+        self,
+        message: ChatMessage,
+        user_ids: Sequence[int],
+        finish: bool = False,
+        before: Earlier = (),
     ) -> list[InboxItem]:
-        fresh, existing = await ledger.deliver(self.db, message, user_ids, finish)
-        refs = sorted(fresh + existing, key=lambda r: r.user_id)
+        done = await ledger.deliver(self.db, message, user_ids, finish, refs_of(before))
+        refs = sorted(done.fresh + done.existing, key=lambda r: r.user_id)
         # existing ones too: a retry after a crash between ledger and HBase heals them
-        await self._put_refs(refs)
-        return [InboxItem(r.user_id, r.inbox_seq, message) for r in refs]
+        await self._put_refs(done.earlier + refs)
+        own = [InboxItem(r.user_id, r.inbox_seq, message) for r in refs]
+        return earlier_items(done.earlier, before) + own
 
     async def _put_refs(self, refs: list[InboxRef]) -> None:
         rows = [(inbox_key(r.user_id, r.inbox_seq, self.buckets), _ref_columns(r)) for r in refs]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 
 from chatee.messaging import ledger
-from chatee.messaging.stores.base import MessageStore
+from chatee.messaging.stores.base import Earlier, MessageStore, earlier_items, refs_of
 from chatee.messaging.types import DELETED, EDITED, MESSAGE, ChatMessage, Draft, InboxItem, InboxRef
 from chatee.models import ConversationMessage, InboxEntry, MessageChange
 
@@ -40,10 +40,15 @@ class SqlMessageStore(MessageStore):
         return message, created, [_item(r, message) for r in sorted(refs, key=lambda r: r.user_id)]
 
     async def deliver(
-        self, message: ChatMessage, user_ids: Sequence[int], finish: bool = False
+        self,
+        message: ChatMessage,
+        user_ids: Sequence[int],
+        finish: bool = False,
+        before: Earlier = (),
     ) -> list[InboxItem]:
-        fresh, existing = await ledger.deliver(self.db, message, user_ids, finish)
-        return [_item(r, message) for r in sorted(fresh + existing, key=lambda r: r.user_id)]
+        done = await ledger.deliver(self.db, message, user_ids, finish, refs_of(before))
+        own = sorted(done.fresh + done.existing, key=lambda r: r.user_id)
+        return earlier_items(done.earlier, before) + [_item(r, message) for r in own]
 
     async def inbox(self, user_id: int, after: int, limit: int) -> list[InboxItem]:
         """One query: each entry with the message and the change it points at."""
