@@ -40,7 +40,7 @@ from chatee.errors import (
 )
 from chatee.ids import new_id
 from chatee.logging import get_logger
-from chatee.messaging import conversations
+from chatee.messaging import changes
 from chatee.models import Agent, ApiKey, McpServer, RefreshToken, User, utcnow
 from chatee.redis import REDIS_ERRORS
 from chatee.security import (
@@ -382,7 +382,7 @@ async def delete_account(svc: Services, db: AsyncSession, user_id: int, password
 
     agents = list(await db.scalars(select(Agent).where(Agent.owner_id == user_id)))
     for member_id in [user_id, *(a.id for a in agents)]:
-        await conversations.leave_groups(svc.sessionmaker, svc.messenger.cache, member_id)
+        await changes.leave_groups(svc, member_id)  # each group hears of it (`member`)
     await agent_sessions.delete_sessions_of(svc, db, user_id)
     for agent in agents:  # one by one: the agent cache drops each (chatee/messaging/cache.py)
         await db.delete(agent)

@@ -177,6 +177,12 @@ async def test_deleting_an_account(http: httpx.AsyncClient, stack: Stack) -> Non
     # alice left the group, which is bob's now; her agent went with her
     in_team = await members(bob, team["id"])
     assert set(in_team) == {bob.user_id} and in_team[bob.user_id]["role"] == "owner"
+    left = [  # and bob's devices learn it through /sync: the group's `member` entries
+        (i["member"]["change"], [m["id"] for m in i["member"]["members"]])
+        for i in (await bob.request("GET", "/sync", params={"after": 0})).json()["items"]
+        if i["kind"] == "member" and i["conversation_id"] == team["id"]
+    ]
+    assert sorted(left) == sorted([("removed", [alice.user_id]), ("removed", [agent["id"]])])
     assert_problem(await bob.request("GET", f"/users/{alice.user_id}"), 404)
     assert await search(bob, name) == [] and await search(bob, "deleted") == []
     # the username is free again

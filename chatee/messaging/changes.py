@@ -203,6 +203,16 @@ async def remove_member(svc: Services, view: View, actor_id: int, member_id: int
     await _change_members(svc, view, actor_id, "removed", plan)
 
 
+async def leave_groups(svc: Services, member_id: int) -> None:
+    """Take a user or agent out of every group it is in, as if it left each (an owner hands
+    the group over), and tell each group: an account being deleted."""
+    m = svc.messenger
+    for group_id in await conversations.groups_of(m.db, member_id):
+        view = await conversations.load_view(m.db, m.cache, group_id)
+        if view is not None and member_id in view.members:
+            await remove_member(svc, view, member_id, member_id)
+
+
 async def _change_members(
     svc: Services, view: View, actor_id: int, change: str, plan: Plan
 ) -> Edit | None:

@@ -497,62 +497,15 @@ async def reread_view(db: Factory, cache: Cache, view: View, user_id: int) -> Vi
 # are in `chatee.messaging.changes`.
 
 
-async def write_alone(db: Factory, cache: Cache, edit: Edit) -> None:
-    """`edit` in a transaction of its own, then its cache entries dropped."""
+async def groups_of(db: Factory, member_id: int) -> list[int]:
+    """The groups a user or agent is in."""
     async with db() as session:
-        try:
-            await edit.write(session)
-        except MembersChanged:
-            raise Conflict("the members changed meanwhile; retry") from None
-        await session.commit()
-    await cache.delete(*edit.keys)
-
-
-async def add_members(
-    db: Factory,
-    cache: Cache,
-    view: View,
-    actor: int,
-    member_ids: Sequence[int],
-    role: str,
-    max_members: int,
-) -> list[Member]:
-    edit = await plan_add(db, view, actor, member_ids, role, max_members)
-    if edit is None:
-        return []
-    await write_alone(db, cache, edit)
-    return edit.members
-
-
-async def remove_member(db: Factory, cache: Cache, view: View, actor: int, member_id: int) -> None:
-    await write_alone(db, cache, await plan_removal(db, view, actor, member_id))
-
-
-async def set_role(
-    db: Factory, cache: Cache, view: View, actor: int, member_id: int, role: str
-) -> Member:
-    edit = plan_role(view, actor, member_id, role)
-    await write_alone(db, cache, edit)
-    return edit.members[0]
-
-
-async def leave_groups(db: Factory, cache: Cache, member_id: int) -> None:
-    """Take a user or agent out of every group it is in, as if it left each (an owner hands
-    the group over): an account being deleted."""
-    async with db() as session:
-        groups = list(
-            (
-                await session.execute(
-                    select(ConversationMember.conversation_id)
-                    .join(Conversation, Conversation.id == ConversationMember.conversation_id)
-                    .where(ConversationMember.member_id == member_id, Conversation.type == "group")
-                )
-            ).scalars()
+        rows = await session.execute(
+            select(ConversationMember.conversation_id)
+            .join(Conversation, Conversation.id == ConversationMember.conversation_id)
+            .where(ConversationMember.member_id == member_id, Conversation.type == "group")
         )
-    for group_id in groups:
-        view = await load_view(db, cache, group_id)
-        if view is not None and member_id in view.members:
-            await remove_member(db, cache, view, member_id, member_id)
+        return list(rows.scalars())
 
 
 async def create_thread(db: Factory, view: View, actor: int, title: str) -> Conversation:
