@@ -14,6 +14,8 @@ _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._\-]+")
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+(@)")
 # credentials in a query string, e.g. uvicorn's "WebSocket /ws?token=<jwt>" line
 _QUERY_SECRET = re.compile(r"([?&](?:token|access_token|api_key|key|password)=)[^&\s\"']+", re.I)
+# a provider's API key echoed back in its error (OpenAI, DeepSeek, Anthropic keys start "sk-")
+_PROVIDER_KEY = re.compile(r"\b(sk-)[A-Za-z0-9_\-]{16,}")
 _known_secrets: set[str] = set()
 
 
@@ -27,6 +29,7 @@ def scrub(text: str) -> str:
     text = _BEARER.sub(r"\1***", text)
     text = _URL_PASSWORD.sub(r"\1***\2", text)
     text = _QUERY_SECRET.sub(r"\1***", text)
+    text = _PROVIDER_KEY.sub(r"\1***", text)
     for secret in _known_secrets:
         text = text.replace(secret, "***")
     return text

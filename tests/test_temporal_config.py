@@ -98,6 +98,10 @@ async def test_the_api_key_is_masked_in_logs(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(RuntimeError):
         await connect(load_settings())
     assert scrub("auth failed for tc-key-that-must-not-leak") == "auth failed for ***"
+    # a provider's key it echoes back, which Chatee may not know (another key, a typo)
+    assert scrub("Incorrect API key provided: sk-live-0123456789abcdef.") == (
+        "Incorrect API key provided: sk-***."
+    )
 
 
 def test_per_queue_concurrency_and_versioning_from_the_environment(

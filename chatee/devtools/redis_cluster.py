@@ -82,6 +82,19 @@ class RedisClusterProcesses:
                     return port
         raise RuntimeError("no primary with a replica left")
 
+    def wait_replicated(self, port: int, timeout: float = 10) -> None:
+        """Until every replica of the primary at `port` has all it wrote so far (replication
+        is asynchronous: a write acknowledged just before its primary dies may be lost)."""
+        deadline = time.monotonic() + timeout
+        with self.node(port) as node:
+            while time.monotonic() < deadline:
+                info = node.info("replication")
+                replicas = [v for k, v in info.items() if k.startswith("slave") and k[5:].isdigit()]
+                if all(int(r["offset"]) >= int(info["master_repl_offset"]) for r in replicas):
+                    return
+                time.sleep(0.05)
+        raise TimeoutError(f"the replicas of {port} did not catch up")
+
     def kill(self, port: int) -> None:
         """SIGKILL one node."""
         self.procs[port].kill()
