@@ -805,6 +805,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 args.logs.mkdir(parents=True, exist_ok=True)
                 for n, api in enumerate(w.apis):
                     (args.logs / f"api{n}.log").write_text(api.logs())
+                for log_file in w.tmp.glob("worker*.log"):  # with --workflow-fanout
+                    (args.logs / log_file.name).write_bytes(log_file.read_bytes())
         report["notes"] = w.notes
     return report
 
@@ -846,7 +848,7 @@ def main() -> None:
         "--workflow-fanout", action="store_true", help="fan out through the workflow (a worker)"
     )
     parser.add_argument("--out", type=Path)
-    parser.add_argument("--logs", type=Path, help="copy the API processes' logs here")
+    parser.add_argument("--logs", type=Path, help="copy the processes' logs here")
     args = parser.parse_args()
     args.rates = [float(r) for r in args.rates.split(",") if r]
     args.reaction_rates = [float(r) for r in args.reaction_rates.split(",") if r]
