@@ -130,7 +130,8 @@ async def test_deleting_an_account(http: httpx.AsyncClient, stack: Stack) -> Non
     r = await alice.request("POST", "/api-keys", json={"name": "bot", "scopes": ["conversations"]})
     assert r.status_code == 201, r.text
     key = r.json()["key"]
-    bob = await register(http, f"bob-{tag()}")
+    bob_name = f"bob-{tag()}"
+    bob = await register(http, bob_name)
     agent = await alice.create_agent(name=f"sage-{tag()}")
     private = (
         await alice.request(
@@ -178,11 +179,16 @@ async def test_deleting_an_account(http: httpx.AsyncClient, stack: Stack) -> Non
     in_team = await members(bob, team["id"])
     assert set(in_team) == {bob.user_id} and in_team[bob.user_id]["role"] == "owner"
     left = [  # and bob's devices learn it through /sync: the group's `member` entries
-        (i["member"]["change"], [m["id"] for m in i["member"]["members"]])
+        i["member"]
         for i in (await bob.request("GET", "/sync", params={"after": 0})).json()["items"]
         if i["kind"] == "member" and i["conversation_id"] == team["id"]
     ]
-    assert sorted(left) == sorted([("removed", [alice.user_id]), ("removed", [agent["id"]])])
+    gone = [(x["change"], [m["id"] for m in x["members"]]) for x in left]
+    assert gone == [("removed", [alice.user_id]), ("removed", [agent["id"]])]
+    assert left[0]["new_owner"] == {  # the group was handed to bob in the same change
+        "id": bob.user_id, "kind": "user", "name": bob_name, "role": "owner"
+    }  # fmt: skip
+    assert "new_owner" not in left[1]
     assert_problem(await bob.request("GET", f"/users/{alice.user_id}"), 404)
     assert await search(bob, name) == [] and await search(bob, "deleted") == []
     # the username is free again

@@ -221,20 +221,18 @@ async def _change_members(
     m = svc.messenger
 
     async def data(edit: Edit) -> dict[str, Any]:
-        named = await names_of(m.db, m.cache, ((x.kind, x.id) for x in edit.members))
+        about = [*edit.members, *([edit.new_owner] if edit.new_owner else [])]
+        named = await names_of(m.db, m.cache, ((x.kind, x.id) for x in about))
         after = edit.after.members if edit.after is not None else {}
-        return {
-            "change": change,
-            "members": [
-                {
-                    "id": str(x.id),
-                    "kind": x.kind,
-                    "name": named[(x.kind, x.id)],
-                    "role": after[x.id].role if x.id in after else None,
-                }
-                for x in edit.members
-            ],
-        }
+
+        def member(x: Member) -> dict[str, Any]:
+            role = after[x.id].role if x.id in after else None
+            return {"id": str(x.id), "kind": x.kind, "name": named[(x.kind, x.id)], "role": role}
+
+        told: dict[str, Any] = {"change": change, "members": [member(x) for x in edit.members]}
+        if edit.new_owner is not None:  # the group was handed over in the same change
+            told["new_owner"] = member(edit.new_owner)
+        return told
 
     return await _change(svc, view, actor_id, MEMBER, plan, data)
 

@@ -279,6 +279,7 @@ class Edit:
     members: list[Member]  # whom a membership change is about
     statements: Callable[[AsyncSession], Awaitable[None]]
     keys: set[str]  # its cache entries, to drop once committed (`statements` may add some)
+    new_owner: Member | None = None  # an owner left or was removed: who owns the group now
 
     async def write(self, session: AsyncSession) -> None:
         await _hold(session, self.before)
@@ -353,8 +354,9 @@ async def plan_removal(db: Factory, view: View, actor: int, member_id: int) -> E
             raise Forbidden("you cannot remove that member")
     members = {i: x for i, x in view.members.items() if i != member_id}
     heir = await _heir(db, view, member_id) if target.role == "owner" else None
-    if heir is not None:
-        members[heir.id] = Member(heir.id, heir.kind, "owner")
+    new_owner = Member(heir.id, heir.kind, "owner") if heir is not None else None
+    if new_owner is not None:
+        members[new_owner.id] = new_owner
 
     async def statements(session: AsyncSession) -> None:
         await session.execute(
@@ -374,7 +376,8 @@ async def plan_removal(db: Factory, view: View, actor: int, member_id: int) -> E
                 .values(role="owner")
             )
 
-    return Edit(view, replace(view, members=members), [target], statements, {members_key(view.id)})
+    after = replace(view, members=members)
+    return Edit(view, after, [target], statements, {members_key(view.id)}, new_owner)
 
 
 async def _heir(db: Factory, view: View, leaving: int) -> Member | None:
