@@ -15,7 +15,7 @@ from temporalio import activity
 from chatee.bus import Event
 from chatee.messaging import conversations, ledger
 from chatee.messaging.fanout import batch_bounds, member_users
-from chatee.messaging.types import Change, ChatMessage, Draft
+from chatee.messaging.types import Draft
 from chatee.models import Conversation, Message
 from chatee.services import Services
 from workflows import names
@@ -78,12 +78,7 @@ class FanoutActivities:
             self.services.sessionmaker, int(batch.audience_id), int(batch.after_user), upto
         )
         m = self.services.messenger
-        if batch.item == "change":
-            found: ChatMessage | Change | None = await self.store.get_change(int(batch.message_id))
-            found = None if found is None else await m.named_change(found)
-        else:
-            found = await self.store.get(int(batch.message_id))
-            found = None if found is None else (await m.named([found]))[0]
+        found = await m.load(int(batch.message_id), change=batch.item == "change")
         if found is None:
             return 0
         return len(await m.deliver(found, users, path="workflow"))  # after what precedes it

@@ -17,6 +17,7 @@ import json
 import re
 import signal
 import sys
+from collections.abc import Callable
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
@@ -29,42 +30,38 @@ LISTENING = re.compile(r"WebDriver BiDi listening on (ws://[^\s/]+)")
 async def relay(client: ServerConnection, upstream_base: str) -> None:
     path = client.request.path if client.request else "/session"
     async with connect(upstream_base + path, max_size=None) as firefox:
-        pending: set[int] = set()
-        await asyncio.gather(
-            to_firefox(client, firefox, pending), to_playwright(firefox, client, pending)
-        )
+        asked: set[int] = set()  # ids of the commands Firefox may not know
 
-
-async def to_firefox(
-    client: ServerConnection, firefox: ClientConnection, pending: set[int]
-) -> None:
-    try:
-        async for raw in client:
+        def note(raw: str | bytes) -> str | bytes:
             message = json.loads(raw)
             if message.get("method") in UNKNOWN_TO_FIREFOX:
-                pending.add(message["id"])
-            await firefox.send(raw)
-    except ConnectionClosed:
-        pass
-    finally:
-        await firefox.close()
+                asked.add(message["id"])
+            return raw
 
-
-async def to_playwright(
-    firefox: ClientConnection, client: ServerConnection, pending: set[int]
-) -> None:
-    try:
-        async for raw in firefox:
+        def answer(raw: str | bytes) -> str | bytes:
             message = json.loads(raw)
-            if message.get("id") in pending:
-                pending.discard(message["id"])
+            if message.get("id") in asked:
+                asked.discard(message["id"])
                 if message.get("error") == "unknown command":
-                    raw = json.dumps({"type": "success", "id": message["id"], "result": {}})
-            await client.send(raw)
+                    return json.dumps({"type": "success", "id": message["id"], "result": {}})
+            return raw
+
+        await asyncio.gather(pump(client, firefox, note), pump(firefox, client, answer))
+
+
+async def pump(
+    source: ServerConnection | ClientConnection,
+    sink: ServerConnection | ClientConnection,
+    change: Callable[[str | bytes], str | bytes],
+) -> None:
+    """Every message from `source` to `sink`, through `change`; closes `sink` at the end."""
+    try:
+        async for raw in source:
+            await sink.send(change(raw))
     except ConnectionClosed:
         pass
     finally:
-        await client.close()
+        await sink.close()
 
 
 async def main(firefox_binary: str, args: list[str]) -> int:

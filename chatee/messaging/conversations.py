@@ -495,11 +495,6 @@ async def reread_view(db: Factory, cache: Cache, view: View, user_id: int) -> Vi
     return await visible_view(db, cache, view.id, user_id)
 
 
-# -- the same changes, telling no one (an account being deleted, tests) ----------------------
-# The API's use cases, which put each change in every member's inbox in the same transaction,
-# are in `chatee.messaging.changes`.
-
-
 async def groups_of(db: Factory, member_id: int) -> list[int]:
     """The groups a user or agent is in."""
     async with db() as session:

@@ -915,15 +915,6 @@ def reaction_mutation(
     return Mutation(mutate, raw)
 
 
-def fixed_data(data: dict[str, Any]) -> Mutation:
-    """A change with nothing to write but itself (a membership change, already committed)."""
-
-    async def mutate(db: AsyncSession) -> dict[str, Any]:
-        return data
-
-    return Mutation(mutate, lambda sq, binds: data)
-
-
 async def change_rows(factory: Factory, change_ids: Sequence[int]) -> dict[int, Change]:
     if not change_ids:
         return {}

@@ -37,7 +37,7 @@ from chatee.messaging.cache import Cache
 from chatee.messaging.conversations import View
 from chatee.messaging.fanout import Pushes, push_change, push_delivered
 from chatee.messaging.stores import MessageStore
-from chatee.messaging.types import Change, ChatMessage, Draft, InboxItem, Item
+from chatee.messaging.types import MESSAGE, Change, ChatMessage, Draft, InboxItem
 from workflows.fanout import FanoutInput
 from workflows.names import FANOUT_WORKFLOW, MESSAGES_QUEUE, fanout_workflow_id
 
@@ -152,7 +152,9 @@ class Messenger:
         lacking = await ledger.lacking(self.db, earlier, users)
         before = []
         for ref in earlier:
-            if lacking.get(ref.id) and (body := await self._load(ref)) is not None:
+            if not lacking.get(ref.id):
+                continue
+            if (body := await self.load(ref.id, ref.kind != MESSAGE)) is not None:
                 before.append((body, lacking[ref.id]))
         if isinstance(item, Change):
             items = await self.store.deliver_change(item, users, finish, before)
@@ -165,12 +167,13 @@ class Messenger:
                 await push_delivered(self.pushes, body, list(group), path)
         return [i for i in items if _body_of(i).item == item.item]
 
-    async def _load(self, ref: Item) -> ChatMessage | Change | None:
-        """A pending item as `deliver` takes it, named; None once it is gone."""
-        if ref.change_id:
-            change = await self.store.get_change(ref.change_id)
-            return None if change is None else await self.named_change(change)
-        message = await self.store.get(ref.message_id)
+    async def load(self, item_id: int, change: bool = False) -> ChatMessage | Change | None:
+        """A message (or, `change`, a change) as `deliver` takes it, named; None once it is
+        gone."""
+        if change:
+            found = await self.store.get_change(item_id)
+            return None if found is None else await self.named_change(found)
+        message = await self.store.get(item_id)
         return None if message is None else (await self.named([message]))[0]
 
     async def start_fanout(self, message_id: int, item: str = "message") -> None:
