@@ -121,6 +121,7 @@ class World:
     apis: list[Any]  # chatee.devtools.processes.Stack, one API process each
     secret: str
     notes: list[str]
+    temporal: Any  # temporalio.client.Client
 
     def api_pid(self, n: int = 0) -> int:
         proc = self.apis[n].processes[-1].proc
@@ -191,7 +192,7 @@ async def world(
                 log(f"starting chatee api {n + 1}/{api_count}")
                 await asyncio.to_thread(api.start_api)
                 apis.append(api)
-            yield World(tmp, database_url, apis, secret, notes)
+            yield World(tmp, database_url, apis, secret, notes, env.client)
 
 
 async def make_users(database_url: str, count: int) -> list[int]:
@@ -807,8 +808,51 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     (args.logs / f"api{n}.log").write_text(api.logs())
                 for log_file in w.tmp.glob("worker*.log"):  # with --workflow-fanout
                     (args.logs / log_file.name).write_bytes(log_file.read_bytes())
+        if args.workflow_fanout:
+            log("reading the fan-out workflows' histories")
+            report["fanout_waits"] = await fanout_waits(w.temporal)
         report["notes"] = w.notes
     return report
+
+
+async def fanout_waits(temporal: Any, top: int = 8) -> dict[str, Any]:
+    """Where fan-out workflows waited: the longest gap between two consecutive events of each
+    history (a task scheduled but not started is time in Temporal's queue, not in our code)."""
+    from temporalio.api.enums.v1 import EventType
+
+    gate = asyncio.Semaphore(20)
+
+    async def longest_gap(workflow_id: str) -> dict[str, Any]:
+        async with gate:
+            history = await temporal.get_workflow_handle(workflow_id).fetch_history()
+        events = history.events
+        start = events[0].event_time.ToDatetime()
+        gap, at = 0.0, 1
+        for i in range(1, len(events)):
+            d = events[i].event_time.ToDatetime() - events[i - 1].event_time.ToDatetime()
+            if d.total_seconds() > gap:
+                gap, at = d.total_seconds(), i
+        return {
+            "workflow_id": workflow_id,
+            "gap_s": round(gap, 3),
+            "from": EventType.Name(events[at - 1].event_type),
+            "to": EventType.Name(events[at].event_type),
+            "started": start.isoformat(),
+            "gap_after_start_s": round(
+                (events[at - 1].event_time.ToDatetime() - start).total_seconds(), 3
+            ),
+        }
+
+    ids = [w.id async for w in temporal.list_workflows("WorkflowType = 'MessageFanout'")]
+    gaps = await asyncio.gather(*(longest_gap(i) for i in ids))
+    gaps.sort(key=lambda g: -g["gap_s"])
+    return {
+        "workflows": len(gaps),
+        "over_1s": sum(g["gap_s"] > 1 for g in gaps),
+        "over_5s": sum(g["gap_s"] > 5 for g in gaps),
+        "by_kind_over_1s": dict(Counter(f"{g['from']}->{g['to']}" for g in gaps if g["gap_s"] > 1)),
+        "longest": gaps[:top],
+    }
 
 
 async def _run_step(

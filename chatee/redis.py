@@ -127,21 +127,30 @@ class Subscriptions:
         self.holders: dict[str, int] = dict.fromkeys(channels, 1)
         self.confirmed: dict[str, asyncio.Event] = {c: asyncio.Event() for c in self.holders}
         self._pubsub: Any = None
+        # redis-py's PubSub takes its connection on its first command: two commands racing
+        # that first connect take a connection each, and the channels of the one it drops are
+        # read by nobody (pushes to their users lost until the reconcile, the connection
+        # leaked). So (un)subscribing, and making the PubSub, take turns.
+        self._commands = asyncio.Lock()
         self._unconfirmed: set[str] = set()  # after a (re)connect: channels Redis has not confirmed
         self._changed = asyncio.Event()
         self._nodes_changed = asyncio.Event()  # a cluster: a channel may live on a new node
 
     async def add(self, channel: str) -> None:
         self.holders[channel] = self.holders.get(channel, 0) + 1
-        if self.holders[channel] == 1:
+        first = self.holders[channel] == 1
+        if first:
             self.confirmed[channel] = asyncio.Event()
-            if self._pubsub is not None:
-                with contextlib.suppress(Exception):  # a failure is the read loop's to mend
-                    await self._subscribe(self._pubsub, channel)
+        confirmed = self.confirmed[channel]
+        if first:
+            async with self._commands:
+                if self._pubsub is not None and channel in self.holders:
+                    with contextlib.suppress(Exception):  # a failure is the read loop's to mend
+                        await self._subscribe(self._pubsub, channel)
             self._changed.set()
             self._nodes_changed.set()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.confirmed[channel].wait(), self.CONFIRM_SECONDS)
+            await asyncio.wait_for(confirmed.wait(), self.CONFIRM_SECONDS)
 
     async def discard(self, channel: str) -> None:
         left = self.holders.get(channel, 0) - 1
@@ -150,12 +159,13 @@ class Subscriptions:
             return
         self.holders.pop(channel, None)
         self.confirmed.pop(channel, None)
-        if self._pubsub is not None:
-            with contextlib.suppress(Exception):
-                if self.sharded:
-                    await self._pubsub.sunsubscribe(channel)
-                else:
-                    await self._pubsub.unsubscribe(channel)
+        async with self._commands:
+            if self._pubsub is not None and channel not in self.holders:
+                with contextlib.suppress(Exception):
+                    if self.sharded:
+                        await self._pubsub.sunsubscribe(channel)
+                    else:
+                        await self._pubsub.unsubscribe(channel)
 
     async def _subscribe(self, pubsub: Any, *channels: str) -> None:
         if self.sharded:
@@ -173,10 +183,10 @@ class Subscriptions:
                     continue
                 try:
                     if self._pubsub is None:
-                        # set first: a channel added while this subscribes subscribes itself
-                        pubsub = self._pubsub = self.redis.pubsub()
-                        self._unconfirmed = set(self.holders)
-                        await self._subscribe(pubsub, *self._unconfirmed)
+                        async with self._commands:  # a channel added meanwhile waits, then
+                            pubsub = self._pubsub = self.redis.pubsub()  # subscribes itself
+                            self._unconfirmed = set(self.holders)
+                            await self._subscribe(pubsub, *self._unconfirmed)
                         if not self.sharded:
                             # if redis-py ever reconnects by itself, messages were missed too
                             pubsub.connection.register_connect_callback(self._reconnected)

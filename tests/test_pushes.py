@@ -7,8 +7,11 @@ that what a socket receives is exactly the frame the contract describes."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
+import uuid
 from datetime import UTC, datetime
 
 from redis.asyncio import Redis
@@ -25,6 +28,7 @@ from chatee.messaging.fanout import (
     push_channel,
 )
 from chatee.messaging.types import ChatMessage, InboxItem
+from chatee.redis import Subscriptions
 
 MESSAGE = ChatMessage(
     id=2**62 + 7,
@@ -110,3 +114,40 @@ async def test_each_bucket_gets_only_its_users_and_together_all_of_them(redis: R
     finally:
         await pubsub.aclose()
     assert got == {i.user_id: i.inbox_seq for i in items}
+
+
+async def test_channels_added_while_the_first_connection_is_made_are_all_heard(
+    redis_url: str,
+) -> None:
+    """Sockets reach a fresh API process one after another while its pub/sub connection is
+    being made, and each subscribes its bucket: every bucket is heard. (Each subscription that
+    raced the connect once took a connection of its own that nobody read: its users got
+    nothing live until the reconcile, 30 s later, and the connection leaked.)"""
+    client = Redis.from_url(redis_url, decode_responses=True)
+    channels = [f"test:push:{uuid.uuid4().hex}" for _ in range(50)]
+    heard: list[str] = []
+    all_heard = asyncio.Event()
+
+    def hear(data: str) -> None:
+        heard.append(data)
+        if len(heard) == len(channels):
+            all_heard.set()
+
+    subscriptions = Subscriptions(client, hear)
+    reading = asyncio.create_task(subscriptions.run())
+
+    async def arrive(n: int, channel: str) -> None:
+        await asyncio.sleep(n / 2000)
+        await subscriptions.add(channel)
+
+    try:
+        await asyncio.gather(*(arrive(n, c) for n, c in enumerate(channels)))
+        for channel in channels:
+            await client.publish(channel, channel)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(all_heard.wait(), 10)
+        assert sorted(heard) == sorted(channels)
+    finally:
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)
+        await client.aclose()
