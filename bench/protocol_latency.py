@@ -1,12 +1,14 @@
 """What the OpenAI-compatible layer costs: first-token and full-turn latency of the same agent
 through `POST /v1/chat/completions` (streaming, with the real `openai` SDK) next to Chatee's own
-`POST /api/v1/chat/stream`, turns alternating between the two in one run.
+`POST /api/v1/chat/stream` (through Chatee's Python SDK, `Client.stream_turn`), turns
+alternating between the two in one run.
 
     python -m bench.protocol_latency [--turns 100] [--out FILE]
 
 Starts the same world as bench/turn_latency.py (Temporal dev server, Redis, SQLite, the scripted
 LLM, one worker and one API). Each turn is timed from just before the request to the first text
-and to the end of the stream. Prints one JSON document on stdout; progress goes to stderr.
+and to the end of the stream (native: the first `MessageDelta`, then the turn's final event:
+what a Python user of each SDK sees). Prints one JSON document on stdout; progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -20,25 +22,18 @@ from typing import Any
 
 import httpx
 import openai
-from httpx_sse import aconnect_sse
 
-from bench.turn_latency import log, summary, world
-from chatee.devtools.api_client import Api
+from bench.turn_latency import AGENT_FIELDS, forget_events, log, signed_up, summary, world
+from chatee.client import Client, MessageDelta
 
 WARMUP = 5
 
 
-async def native_turn(user: Api, session_id: str, text: str) -> tuple[float, float]:
+async def native_turn(chatee: Client, session_id: str, text: str) -> tuple[float, float]:
     start, first = time.perf_counter(), None
-    body = {"session_id": session_id, "content": text}
-    async with aconnect_sse(
-        user.client, "POST", "/api/v1/chat/stream", json=body, headers=user.headers
-    ) as source:
-        async for sse in source.aiter_sse():
-            if sse.event == "message.delta" and first is None:
-                first = time.perf_counter()
-            if sse.event in ("turn.completed", "turn.failed"):
-                break
+    async for event in chatee.stream_turn(session_id, text):  # ends at turn.completed/failed
+        if first is None and isinstance(event, MessageDelta):
+            first = time.perf_counter()
     end = time.perf_counter()
     return (first or end) - start, end - start
 
@@ -62,21 +57,24 @@ async def openai_turn(
 
 async def run(turns: int) -> dict[str, Any]:
     async with world([]) as w, httpx.AsyncClient(base_url=w.stack.base, timeout=60) as http:
-        user = await Api.register(http)
-        native = await user.new_session(name="bench-native")
-        other = await user.new_session(name="bench-openai")
+        user = await signed_up(http)
+        native_agent = await user.create_agent("bench-native", **AGENT_FIELDS)
+        native = await user.create_session(native_agent.id)
+        openai_agent = await user.create_agent("bench-openai", **AGENT_FIELDS)
+        other = await user.create_session(openai_agent.id)
         results: dict[str, dict[str, list[float]]] = {
             "api_v1_chat_stream": {"first_token": [], "full_turn": []},
             "v1_chat_completions_stream": {"first_token": [], "full_turn": []},
         }
+        assert user.tokens is not None  # signed in; /v1 takes the same bearer token
         async with openai.AsyncOpenAI(
-            base_url=f"{w.stack.base}/v1", api_key=user.token, max_retries=0
+            base_url=f"{w.stack.base}/v1", api_key=user.tokens.access_token, max_retries=0
         ) as client:
             log(f"{turns} turns each way, alternating")
             for i in range(WARMUP + turns):
                 text = f"benchmark turn number {i} please"
-                a = await native_turn(user, native["id"], text)
-                b = await openai_turn(client, "bench-openai", other["id"], text)
+                a = await native_turn(user, native.id, text)
+                b = await openai_turn(client, "bench-openai", other.id, text)
                 if i < WARMUP:
                     continue
                 for name, (first, full) in (
@@ -85,6 +83,8 @@ async def run(turns: int) -> dict[str, Any]:
                 ):
                     results[name]["first_token"].append(first)
                     results[name]["full_turn"].append(full)
+        if w.redis_url.endswith(":6379/0"):  # the machine's Redis: leave it as it was
+            await forget_events(w.redis_url, [native.id, other.id])
         report = {
             name: {what: summary(samples) for what, samples in series.items()}
             for name, series in results.items()

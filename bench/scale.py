@@ -45,8 +45,10 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.worker import Worker
 
     from bench.turn_latency import (
+        AGENT_FIELDS,
         FLOOR_ACTIVITY_QUEUE,
         FLOOR_WORKFLOW_QUEUE,
+        PASSWORD,
         BenchFloor,
         Chat,
         Turn,
@@ -58,13 +60,14 @@ with workflow.unsafe.imports_passed_through():
         log,
         machine,
         noop,
+        signed_up,
         summary,
         wait_for_pollers,
     )
     from bench.world import MARIADB, mariadb_database, start_temporal, use_redis
+    from chatee.client import Client as SdkClient
     from chatee.db import create_engine, session_factory
     from chatee.devstack import free_port, port_open, stop_process
-    from chatee.devtools.api_client import Api
     from chatee.devtools.processes import ChateeProcess, Stack, wait_http
     from chatee.migrate import upgrade
     from chatee.models import Message
@@ -157,27 +160,39 @@ async def world(args: argparse.Namespace) -> AsyncIterator[World]:
 
 
 async def setup_sessions(
-    w: World, clients: list[httpx.AsyncClient], n: int, users_n: int
+    pools: list[httpx.AsyncClient], n: int, users_n: int
 ) -> list[tuple[Chat, str]]:
-    """`n` sessions over `users_n` users (one agent each), alternating between the APIs."""
-    chats = []
-    for i in range(users_n):
-        user = await Api.register(clients[i % len(clients)])
-        agent = await user.create_agent()
-        chats.append((Chat(user), agent["id"]))
+    """`n` sessions over `users_n` users (one agent each); session i is created on, and takes
+    its turn through, API i mod len(pools). User u registers on API u mod len(pools) and signs
+    in on any other API its sessions use: one login per API (tokens of its own, refreshed
+    apart), every login on that API's shared connection pool."""
+    usernames = [f"user-{uuid.uuid4().hex[:12]}" for _ in range(users_n)]
+    logins: dict[tuple[int, int], Chat] = {}  # (user, API) -> that user signed in there
+    agents = []
+    for u, username in enumerate(usernames):
+        home = u % len(pools)
+        logins[u, home] = Chat(await signed_up(pools[home], username))
+        agent = await logins[u, home].client.create_agent("helper", **AGENT_FIELDS)
+        agents.append(agent.id)
+    for i in range(n):
+        u, api = i % users_n, i % len(pools)
+        if (u, api) not in logins:
+            client = SdkClient(str(pools[api].base_url), http=pools[api])
+            await client.login(usernames[u], PASSWORD)
+            logins[u, api] = Chat(client)
     gate = asyncio.Semaphore(SETUP_PARALLELISM)
 
     async def one(i: int) -> tuple[Chat, str]:
-        chat, agent_id = chats[i % users_n]
+        chat = logins[i % users_n, i % len(pools)]
         async with gate:
             for attempt in range(3):  # a keep-alive connection the server just closed
                 try:
-                    session = await chat.user.create_session(agent_id)
+                    session = await chat.client.create_session(agents[i % users_n])
                     break
                 except httpx.TransportError:
                     if attempt == 2:
                         raise
-        return chat, session["id"]
+        return chat, session.id
 
     return list(await asyncio.gather(*(one(i) for i in range(n))))
 
@@ -235,19 +250,8 @@ async def measure_chatee(w: World, args: argparse.Namespace) -> tuple[dict[str, 
         ]
         log(f"chatee: creating {args.sessions} sessions for {args.users} users")
         start = time.perf_counter()
-        sessions = await setup_sessions(w, clients, args.sessions, args.users)
+        chats = await setup_sessions(clients, args.sessions, args.users)
         setup_s = time.perf_counter() - start
-
-        # each session's user talks to the API its session index picks
-        chats: list[tuple[Chat, str]] = []
-        by_api: dict[tuple[int, int], Chat] = {}
-        for i, (chat, session_id) in enumerate(sessions):
-            api = i % len(clients)
-            key = (id(chat), api)
-            if key not in by_api:
-                user = chat.user
-                by_api[key] = Chat(Api(clients[api], user.token, user.user_id))
-            chats.append((by_api[key], session_id))
 
         log(f"chatee: {len(chats)} sessions take one turn each, all at once")
         start = time.perf_counter()

@@ -54,9 +54,8 @@ with workflow.unsafe.imports_passed_through():
 
     from bench.world import start_temporal, use_redis
     from chatee.client import Client as SdkClient
-    from chatee.client import Tokens
+    from chatee.client import MessageDelta, StepRetry, TurnCompleted, TurnEvent, TurnFailed
     from chatee.devstack import stop_process, temporal_binary
-    from chatee.devtools.api_client import Api
     from chatee.devtools.processes import ChateeProcess, Stack
     from chatee.migrate import upgrade
     from workflows.names import AGENTS_QUEUE, LLM_QUEUE
@@ -67,6 +66,8 @@ WARMUP_TURNS = 10
 FLOOR_BUDGET_MS = 10.0
 PARALLEL_SHARE = 0.8
 READY_TIMEOUT_S = 60
+PASSWORD = "correct horse"
+AGENT_FIELDS = {"system_prompt": "You are helpful.", "model": "scripted"}  # the scripted LLM
 
 
 def log(message: str) -> None:
@@ -168,18 +169,18 @@ class Turn:
     reconnects: int = 0
     resends: int = 0  # 503 answers (e.g. turn-unconfirmed) resent with the same client_msg_id
 
-    def see(self, event: str, event_id: str, data: dict[str, Any]) -> bool:
-        """Take one SSE event of this turn; True once the turn is complete."""
+    def see(self, event: TurnEvent) -> bool:
+        """Take one event of this turn; True once the turn is complete."""
         elapsed = time.perf_counter() - self.start
-        if event == "turn.failed":
-            raise RuntimeError(f"turn failed: {data}")
-        if event == "message.delta" and not self.first_delta_s:
+        if isinstance(event, TurnFailed):
+            raise RuntimeError(f"turn failed: {event.data}")
+        if isinstance(event, MessageDelta) and not self.first_delta_s:
             self.first_delta_s = elapsed
-        self.retried |= event == "step.retry"
-        self.events.setdefault(event, stream_ms(event_id))
-        self.last_id = event_id
-        self.turn_id = self.turn_id or data["turn_id"]
-        if event == "turn.completed":
+        self.retried |= isinstance(event, StepRetry)
+        self.events.setdefault(event.event, stream_ms(event.id))
+        self.last_id = event.id
+        self.turn_id = self.turn_id or event.turn_id
+        if isinstance(event, TurnCompleted):
             self.completed_s = elapsed
             return True
         return False
@@ -385,6 +386,14 @@ async def world(dynamic_config: list[str]) -> AsyncIterator[World]:
 # ---------------------------------------------------------------------------------------------
 
 
+async def signed_up(http: httpx.AsyncClient, username: str | None = None) -> SdkClient:
+    """A new user, registered through the SDK on `http` (its base URL names the API; its
+    connection pool may be shared by many users, and `aclose` leaves it open)."""
+    client = SdkClient(str(http.base_url), http=http)
+    await client.register(username or f"user-{uuid.uuid4().hex[:12]}", PASSWORD)
+    return client
+
+
 class Chat:
     """The benchmark's user, doing one turn at a time per session, through the SDK.
 
@@ -398,17 +407,14 @@ class Chat:
 
     RESUME_TIMEOUT_S = 120
 
-    def __init__(self, user: Api) -> None:
-        self.user = user
-        self.sdk = SdkClient(
-            str(user.client.base_url), tokens=Tokens(user.user_id, user.token), http=user.client
-        )
+    def __init__(self, client: SdkClient) -> None:
+        self.client = client
 
     async def turn(self, session_id: str, content: str) -> Turn:
         turn = Turn(session_id)
-        stream = self.sdk.stream_turn(session_id, content, resume_timeout=self.RESUME_TIMEOUT_S)
+        stream = self.client.stream_turn(session_id, content, resume_timeout=self.RESUME_TIMEOUT_S)
         async for event in stream:
-            if turn.see(event.event, event.id, event.data):
+            if turn.see(event):
                 break
         turn.reconnects, turn.resends = stream.reconnects, stream.resends
         return turn
@@ -536,28 +542,28 @@ async def measure_chatee(
 ) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
     limits = httpx.Limits(max_connections=500, max_keepalive_connections=500)
     async with httpx.AsyncClient(base_url=w.stack.base, timeout=120, limits=limits) as http:
-        user = await Api.register(http)
-        agent = await user.create_agent()
+        user = await signed_up(http)
+        agent = await user.create_agent("helper", **AGENT_FIELDS)
         seq_sessions = [
-            (await user.create_session(agent["id"])) for _ in range(args.sequential_sessions)
+            (await user.create_session(agent.id)) for _ in range(args.sequential_sessions)
         ]
         par_sessions = [
-            (await user.create_session(agent["id"])) for _ in range(args.parallel_sessions)
+            (await user.create_session(agent.id)) for _ in range(args.parallel_sessions)
         ]
-        workflow_ids = [s["workflow_id"] for s in seq_sessions]
+        workflow_ids = [s.workflow_id for s in seq_sessions]
         chat = Chat(user)
 
         log(f"chatee: {args.turns} sequential turns over {len(seq_sessions)} sessions")
         seq_cpu: dict[str, Any] = {}
         with cpu.measure(seq_cpu):
             turns = await chatee_sequential(
-                chat, [s["id"] for s in seq_sessions], WARMUP_TURNS, args.turns
+                chat, [s.id for s in seq_sessions], WARMUP_TURNS, args.turns
             )
         log(f"chatee: {args.parallel_sessions} sessions x {args.parallel_turns} turns in parallel")
         par_cpu: dict[str, Any] = {}
         with cpu.measure(par_cpu):
             par_turns, wall = await chatee_parallel(
-                chat, [s["id"] for s in par_sessions], args.parallel_turns
+                chat, [s.id for s in par_sessions], args.parallel_turns
             )
 
     result = {
@@ -581,7 +587,7 @@ async def measure_chatee(
         "parallel_stream_breakdown_ms": stream_breakdown(par_turns),
         "cpu": {"chatee_sequential": seq_cpu, "chatee_parallel": par_cpu},
     }
-    sessions = [s["id"] for s in seq_sessions + par_sessions]
+    sessions = [s.id for s in seq_sessions + par_sessions]
     return result, analysis, sessions
 
 
@@ -666,7 +672,7 @@ async def measure_floor(
 
 
 async def measure_components(w: World, n: int) -> dict[str, Any]:
-    from chatee.bus import EventBus, stream_key
+    from chatee.bus import EventBus, once_marker, stream_key
     from chatee.db import create_engine, session_factory
     from chatee.ids import new_id
     from chatee.models import Message
@@ -709,7 +715,7 @@ async def measure_components(w: World, n: int) -> dict[str, Any]:
         components["redis_last_id"] = brief(await timed(n, xrevrange))
     finally:
         keys = [stream_key(bench_session)]
-        keys += [k async for k in redis.scan_iter(f"chatee:once:{bench_session}:*", count=1000)]
+        keys += [k async for k in redis.scan_iter(once_marker(bench_session, "*"), count=1000)]
         await redis.delete(*keys)
         await redis.aclose()
     return components
@@ -717,14 +723,14 @@ async def measure_components(w: World, n: int) -> dict[str, Any]:
 
 async def forget_events(redis_url: str, sessions: list[str]) -> None:
     """Remove the benchmark's event streams and dedupe markers from a shared Redis."""
-    from chatee.bus import stream_key
+    from chatee.bus import once_marker, stream_key
 
     redis = Redis.from_url(redis_url, decode_responses=True)
     try:
-        wanted = set(sessions)
+        wanted = {once_marker(s, "") for s in sessions}  # "chatee:once:{group}:<session>:"
         keys = [stream_key(s) for s in sessions]
         async for key in redis.scan_iter("chatee:once:*", count=1000):
-            if key.split(":")[2] in wanted:
+            if ":".join(key.split(":", 4)[:4]) + ":" in wanted:
                 keys.append(key)
         for start in range(0, len(keys), 500):
             await redis.delete(*keys[start : start + 500])

@@ -17,11 +17,12 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
 
+from chatee.client import Client as ChateeClient
 from chatee.devstack import start_redis, temporal_binary
 from chatee.devtools.llm_server import LLMServerThread
 from chatee.devtools.redis_cluster import RedisClusterProcesses, start_redis_cluster
 from chatee.migrate import upgrade_async
-from tests.support import Api, Stack
+from tests.support import Api, Stack, signed_up
 from workflows.names import SEARCH_ATTRIBUTES
 
 MARIADB = ("127.0.0.1", 3306)
@@ -161,7 +162,21 @@ async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
+async def chatee(stack: Stack) -> AsyncIterator[ChateeClient]:
+    """A new person on the shared stack, signed in through the SDK."""
+    async with await signed_up(stack.base) as client:
+        yield client
+
+
+@pytest.fixture
+async def other_chatee(stack: Stack) -> AsyncIterator[ChateeClient]:
+    async with await signed_up(stack.base) as client:
+        yield client
+
+
+@pytest.fixture
 async def user(http: httpx.AsyncClient) -> Api:
+    """A new person on the shared stack, for tests of the wire itself (raw httpx)."""
     return await Api.register(http)
 
 

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, Self
 
-import httpx
 import pytest
 import uvicorn
 from a2a.helpers.proto_helpers import new_task_from_user_message
@@ -34,13 +33,31 @@ from a2a.types.a2a_pb2 import (
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
-from temporalio.client import Client
+from temporalio.client import Client as TemporalClient
 
 from chatee.a2a_remote import RemoteAgentError, ask, check_chain
+from chatee.client import (
+    Client,
+    SessionMessage,
+    StepCompleted,
+    StepRetry,
+    StepStarted,
+    TurnCompleted,
+    TurnEvent,
+    TurnFailed,
+)
+from chatee.client import Invalid as Refused
 from chatee.config import Settings
 from chatee.devtools.llm_server import LLMServerThread
 from chatee.errors import Invalid
-from tests.support import Api, Stack
+from tests.support import (
+    Stack,
+    follow_until,
+    new_session,
+    signed_up,
+    stored_messages,
+    turn_events,
+)
 from workflows.chain import ChainBuilder
 
 CARD_PATH = "/.well-known/agent-card.json"
@@ -187,57 +204,63 @@ def decoded_payloads(node: Any) -> Iterator[str]:
             yield from decoded_payloads(item)
 
 
-def step_events(events: list[dict[str, Any]], step: int) -> list[dict[str, Any]]:
-    return [e for e in events if e["event"].startswith("step.") and e["data"]["step"] == step]
+def step_events(events: list[TurnEvent], step: int) -> list[TurnEvent]:
+    return [e for e in events if e.event.startswith("step.") and e.step == step]
+
+
+def roles(messages: list[SessionMessage]) -> list[str]:
+    """The roles of stored messages, oldest first (`stored_messages` is newest first)."""
+    return [m.role for m in reversed(messages)]
 
 
 # -- (1) the remote agent's answer feeds the next steps -----------------------------------------
 
 
 async def test_remote_answer_feeds_the_next_step(
-    user: Api, llm: LLMServerThread, remote: RemoteA2A
+    chatee: Client, llm: LLMServerThread, remote: RemoteA2A
 ) -> None:
     chain = [{"type": "AG_CALL_AG", "a2a_url": remote.url}, "AG_SELF_GEN"]
-    session = await user.new_session(chain=chain)
+    session = await new_session(chatee, chain=chain)
     marker = uuid.uuid4().hex
-    events = await user.stream_turn(session["id"], f"what is the capital of Peru? {marker}")
+    events = await turn_events(chatee, session.id, f"what is the capital of Peru? {marker}")
 
-    assert events[-1]["event"] == "turn.completed", events[-1]
+    assert isinstance(events[-1], TurnCompleted), events[-1]
     assert remote.asked == [f"what is the capital of Peru? {marker}"]
     call = step_events(events, 0)
-    assert [e["event"] for e in call] == ["step.started", "step.completed"]
-    assert call[0]["data"]["action"] == "AG_CALL_AG"
-    assert "remote says: what is the capital" in call[1]["data"]["result"]
+    assert [e.event for e in call] == ["step.started", "step.completed"]
+    started, completed = call
+    assert isinstance(started, StepStarted) and isinstance(completed, StepCompleted)
+    assert started.action == "AG_CALL_AG"
+    assert "remote says: what is the capital" in (completed.result or "")
     # the model of the next step read the remote agent's answer
     sent = requests_for(llm, marker)[-1]["messages"]
     notes = [m["content"] for m in sent if m["role"] == "system"]
     assert any(f"remote says: what is the capital of Peru? {marker}" in n for n in notes), sent
-    roles = [m["role"] for m in reversed(await user.messages(session["id"]))]
-    assert roles == ["user", "system", "assistant"]
+    assert roles(await stored_messages(chatee, session.id)) == ["user", "system", "assistant"]
 
 
-async def test_remote_answer_is_the_reply_when_last(user: Api, llm: LLMServerThread) -> None:
+async def test_remote_answer_is_the_reply_when_last(chatee: Client, llm: LLMServerThread) -> None:
     """The card's own URL works as well as the base URL, and so does a server that does not
     stream (the SDK then sends one `SendMessage` and gets the finished task)."""
     with RemoteA2A(streaming=False) as plain:
         chain = [{"type": "AG_CALL_AG", "a2a_url": plain.url + CARD_PATH, "task": "Say hi"}]
-        session = await user.new_session(chain=chain)
+        session = await new_session(chatee, chain=chain)
         marker = uuid.uuid4().hex
-        events = await user.stream_turn(session["id"], f"relay this {marker}")
-    assert events[-1]["event"] == "turn.completed", events[-1]
-    assert events[-1]["data"]["content"] == "remote says: Say hi"
+        events = await turn_events(chatee, session.id, f"relay this {marker}")
+    assert isinstance(events[-1], TurnCompleted), events[-1]
+    assert events[-1].content == "remote says: Say hi"
     assert plain.asked == ["Say hi"]  # the step's `task`, not the user's message
     assert requests_for(llm, marker) == []  # no model ran
-    messages = await user.messages(session["id"])
-    assert [m["role"] for m in reversed(messages)] == ["user", "assistant"]
-    assert messages[0]["content"] == "remote says: Say hi"
+    messages = await stored_messages(chatee, session.id)
+    assert roles(messages) == ["user", "assistant"]
+    assert messages[0].content == "remote says: Say hi"
 
 
 # -- (2) headers reach the remote agent, and nowhere else ---------------------------------------
 
 
 async def test_headers_reach_the_remote_agent_and_stay_secret(
-    user: Api, temporal_client: Client
+    chatee: Client, temporal_client: TemporalClient
 ) -> None:
     secret = "remote-secret-" + uuid.uuid4().hex
     with RemoteA2A(token=secret) as guarded:
@@ -248,39 +271,39 @@ async def test_headers_reach_the_remote_agent_and_stay_secret(
                 "headers": {"Authorization": f"Bearer {secret}"},
             }
         ]
-        agent = await user.create_agent(chain=chain)
-        assert agent["chain"][0]["headers"] == {"Authorization": "***"}
-        session = await user.create_session(agent["id"])
-        events = await user.stream_turn(session["id"], "hello over there")
-        assert events[-1]["event"] == "turn.completed", events[-1]
-        assert events[-1]["data"]["content"] == "remote says: hello over there"
+        agent = await chatee.create_agent("helper", model="scripted", chain=chain)
+        assert agent.chain[0]["headers"] == {"Authorization": "***"}
+        session = await chatee.create_session(agent.id)
+        events = await turn_events(chatee, session.id, "hello over there")
+        assert isinstance(events[-1], TurnCompleted), events[-1]
+        assert events[-1].content == "remote says: hello over there"
         assert guarded.authorizations and all(
             a == f"Bearer {secret}" for a in guarded.authorizations
         )
 
         # sending the mask back keeps the stored value: the agent still gets through
-        shown = (await user.request("GET", f"/agents/{agent['id']}")).json()
-        body = {k: shown[k] for k in ("name", "system_prompt", "model", "chain")}
-        r = await user.request("PUT", f"/agents/{agent['id']}", json=body)
-        assert r.status_code == 200, r.text
-        assert secret not in r.text
-        events += await user.stream_turn(session["id"], "again")
-        assert events[-1]["event"] == "turn.completed", events[-1]
+        # (`update_agent` reads the agent as shown, with its "***", and PUTs it back)
+        updated = await chatee.update_agent(agent.id)
+        assert updated.chain[0]["headers"] == {"Authorization": "***"}
+        assert secret not in updated.model_dump_json()
+        events += await turn_events(chatee, session.id, "again")
+        assert isinstance(events[-1], TurnCompleted), events[-1]
 
-    ends = [e["id"] for e in events if e["event"] == "turn.completed"]
-    stored = await user.events(session["id"], until=lambda e: e["id"] == ends[-1], after="0")
-    seen = json.dumps(stored) + json.dumps(await user.messages(session["id"]))
-    seen += (await user.request("GET", f"/sessions/{session['id']}")).text
-    seen += (await user.request("GET", f"/agents/{agent['id']}")).text
+    ends = [e.id for e in events if isinstance(e, TurnCompleted)]
+    stored = await follow_until(chatee, session.id, lambda e: e.id == ends[-1])
+    seen = json.dumps([e.data for e in stored])
+    seen += "".join(m.model_dump_json() for m in await stored_messages(chatee, session.id))
+    seen += (await chatee.session(session.id)).model_dump_json()
+    seen += (await chatee.agent(agent.id)).model_dump_json()
     assert secret not in seen
     # nor in the session's Temporal history: the workflow carries the chain as "***"
-    history = await temporal_client.get_workflow_handle(f"session-{session['id']}").fetch_history()
+    history = await temporal_client.get_workflow_handle(session.workflow_id).fetch_history()
     payloads = " ".join(decoded_payloads(json.loads(history.to_json())))
     assert '"headers":{"Authorization":"***"}' in payloads  # the chain is there, its secret is not
     assert secret not in payloads
 
 
-async def test_a_wrong_token_fails_the_step_at_once(user: Api) -> None:
+async def test_a_wrong_token_fails_the_step_at_once(chatee: Client) -> None:
     with RemoteA2A(token="the-right-one") as guarded:
         chain = [
             {
@@ -290,31 +313,33 @@ async def test_a_wrong_token_fails_the_step_at_once(user: Api) -> None:
             },
             "AG_SELF_GEN",
         ]
-        session = await user.new_session(chain=chain)
-        events = await user.stream_turn(session["id"], "let me in")
-    assert events[-1]["event"] == "turn.failed"
-    error = events[-1]["data"]["error"]
-    assert "HTTP 401" in error["message"], error
-    assert "a-wrong-one" not in json.dumps(events)
-    assert not any(e["event"] == "step.retry" for e in events)  # a 4xx is not retried
+        session = await new_session(chatee, chain=chain)
+        events = await turn_events(chatee, session.id, "let me in")
+    failed = events[-1]
+    assert isinstance(failed, TurnFailed)
+    assert "HTTP 401" in failed.error_message, failed.data
+    assert "a-wrong-one" not in json.dumps([e.data for e in events])
+    assert not any(isinstance(e, StepRetry) for e in events)  # a 4xx is not retried
     assert len(guarded.authorizations) == 1
 
 
 # -- (3) retries ---------------------------------------------------------------------------------
 
 
-async def test_a_failing_remote_agent_is_retried_and_the_turn_completes_once(user: Api) -> None:
+async def test_a_failing_remote_agent_is_retried_and_the_turn_completes_once(
+    chatee: Client,
+) -> None:
     # first attempt: HTTP 503; second: the remote agent crashes (a JSON-RPC internal error)
     with RemoteA2A(unavailable_first=1, crash_first=1) as flaky:
-        session = await user.new_session(chain=[{"type": "AG_CALL_AG", "a2a_url": flaky.url}])
-        events = await user.stream_turn(session["id"], "third time lucky")
-    retries = [e["data"]["attempt"] for e in events if e["event"] == "step.retry"]
-    assert retries == [2, 3], [e["event"] for e in events]
-    assert [e["event"] for e in events].count("turn.completed") == 1
-    assert events[-1]["data"]["content"] == "remote says: third time lucky"
+        session = await new_session(chatee, chain=[{"type": "AG_CALL_AG", "a2a_url": flaky.url}])
+        events = await turn_events(chatee, session.id, "third time lucky")
+    retries = [e.attempt for e in events if isinstance(e, StepRetry)]
+    assert retries == [2, 3], [e.event for e in events]
+    assert [e.event for e in events].count("turn.completed") == 1
+    assert isinstance(events[-1], TurnCompleted)
+    assert events[-1].content == "remote says: third time lucky"
     assert flaky.asked == ["third time lucky", "third time lucky"]  # the 503 never reached it
-    messages = await user.messages(session["id"])
-    assert [m["role"] for m in reversed(messages)] == ["user", "assistant"]
+    assert roles(await stored_messages(chatee, session.id)) == ["user", "assistant"]
 
 
 async def test_a_worker_killed_mid_call_the_turn_completes_once_on_a_new_worker(
@@ -324,10 +349,11 @@ async def test_a_worker_killed_mid_call_the_turn_completes_once_on_a_new_worker(
     first_worker = stack.start_worker()
     stack.start_api()
     with RemoteA2A(hang_first=1) as remote:
-        async with httpx.AsyncClient(base_url=stack.base, timeout=60) as client:
-            user = await Api.register(client)
-            session = await user.new_session(chain=[{"type": "AG_CALL_AG", "a2a_url": remote.url}])
-            turn = asyncio.create_task(user.stream_turn(session["id"], "survive this"))
+        async with await signed_up(stack.base, timeout=60) as chatee:
+            session = await new_session(
+                chatee, chain=[{"type": "AG_CALL_AG", "a2a_url": remote.url}]
+            )
+            turn = asyncio.create_task(turn_events(chatee, session.id, "survive this"))
             for _ in range(400):  # until the remote agent works on it
                 if remote.working:
                     break
@@ -335,47 +361,49 @@ async def test_a_worker_killed_mid_call_the_turn_completes_once_on_a_new_worker(
             first_worker.kill()
             stack.start_worker()
             events = await asyncio.wait_for(turn, 90)
-            messages = await user.messages(session["id"])
-    seen = [e["event"] for e in events]
-    assert seen[-1] == "turn.completed", events[-1]
-    assert events[-1]["data"]["content"] == "remote says: survive this"
+            messages = await stored_messages(chatee, session.id)
+    seen = [e.event for e in events]
+    assert isinstance(events[-1], TurnCompleted), events[-1]
+    assert events[-1].content == "remote says: survive this"
     assert seen.count("step.retry") == 1 and seen.count("turn.completed") == 1
     assert remote.asked == ["survive this", "survive this"]
-    assert [m["role"] for m in reversed(messages)] == ["user", "assistant"]
+    assert roles(messages) == ["user", "assistant"]
 
 
-async def test_input_required_fails_the_step_clearly(user: Api) -> None:
+async def test_input_required_fails_the_step_clearly(chatee: Client) -> None:
     with RemoteA2A() as asking:
-        session = await user.new_session(
-            chain=[{"type": "AG_CALL_AG", "a2a_url": asking.url}, "AG_SELF_GEN"]
+        session = await new_session(
+            chatee, chain=[{"type": "AG_CALL_AG", "a2a_url": asking.url}, "AG_SELF_GEN"]
         )
-        events = await user.stream_turn(session["id"], "book a flight, ask me where")
-    assert events[-1]["event"] == "turn.failed"
-    error = events[-1]["data"]["error"]
-    assert error["type"] == "RemoteAgentInputRequired"
-    assert "asked for more input" in error["message"] and "Which city?" in error["message"]
-    assert not any(e["event"] == "step.retry" for e in events)
+        events = await turn_events(chatee, session.id, "book a flight, ask me where")
+    failed = events[-1]
+    assert isinstance(failed, TurnFailed)
+    assert failed.error_type == "RemoteAgentInputRequired"
+    assert "asked for more input" in failed.error_message
+    assert "Which city?" in failed.error_message
+    assert not any(isinstance(e, StepRetry) for e in events)
     assert asking.cancelled == 1  # nobody will answer it: the remote task is cancelled
 
 
-async def test_cancelling_the_turn_cancels_the_remote_task(user: Api, remote: RemoteA2A) -> None:
-    session = await user.new_session(chain=[{"type": "AG_CALL_AG", "a2a_url": remote.url}])
-    turn = asyncio.create_task(user.stream_turn(session["id"], "take it slowly"))
+async def test_cancelling_the_turn_cancels_the_remote_task(
+    chatee: Client, remote: RemoteA2A
+) -> None:
+    session = await new_session(chatee, chain=[{"type": "AG_CALL_AG", "a2a_url": remote.url}])
+    turn = asyncio.create_task(turn_events(chatee, session.id, "take it slowly"))
     for _ in range(200):  # until the remote agent works on it
         if remote.working:
             break
         await asyncio.sleep(0.05)
-    r = await user.request("POST", f"/sessions/{session['id']}/cancel", json={})
-    assert r.status_code == 202
+    assert (await chatee.cancel(session.id)).id == session.id  # accepted, not refused
     events = await asyncio.wait_for(turn, 30)
-    assert events[-1]["event"] == "turn.failed"
-    assert events[-1]["data"]["error"]["type"] == "cancelled"
+    assert isinstance(events[-1], TurnFailed)
+    assert events[-1].error_type == "cancelled"
     for _ in range(100):
         if remote.cancelled:
             break
         await asyncio.sleep(0.05)
     assert remote.cancelled == 1
-    assert [m["role"] for m in await user.messages(session["id"])] == ["user"]
+    assert roles(await stored_messages(chatee, session.id)) == ["user"]
 
 
 # -- (4) the deny-list ---------------------------------------------------------------------------
@@ -389,14 +417,14 @@ async def test_cancelling_the_turn_cancels_the_remote_task(user: Api, remote: Re
         "https://[fd00::1]/agent",  # a unique-local IPv6 address
     ],
 )
-async def test_a_denied_url_is_refused_when_the_agent_is_saved(user: Api, url: str) -> None:
+async def test_a_denied_url_is_refused_when_the_agent_is_saved(chatee: Client, url: str) -> None:
     chain = ["AG_SELF_GEN", {"type": "AG_CALL_AG", "a2a_url": url}]
-    r = await user.request("POST", "/agents", json={"name": "x", "model": "m", "chain": chain})
-    assert r.status_code == 422, r.text
-    body = r.json()
-    assert "denied network" in body["detail"]
-    assert body["errors"][0]["loc"] == ["body", "chain", 1, "a2a_url"]
-    assert (await user.request("GET", "/agents")).json() == []
+    with pytest.raises(Refused) as refused:
+        await chatee.create_agent("x", model="m", chain=chain)
+    assert refused.value.status == 422, refused.value.body
+    assert "denied network" in refused.value.detail
+    assert refused.value.body["errors"][0]["loc"] == ["body", "chain", 1, "a2a_url"]
+    assert await chatee.agents() == []
 
 
 def test_chain_builder_builds_a_remote_call() -> None:
@@ -426,22 +454,26 @@ def test_chain_builder_builds_a_remote_call() -> None:
         {"type": "AG_CALL_AG"},
     ],
 )
-async def test_a_malformed_remote_step_is_refused(user: Api, step: dict[str, Any]) -> None:
-    r = await user.request("POST", "/agents", json={"name": "x", "model": "m", "chain": [step]})
-    assert r.status_code == 422, r.text
-    assert r.json()["errors"]
+async def test_a_malformed_remote_step_is_refused(chatee: Client, step: dict[str, Any]) -> None:
+    with pytest.raises(Refused) as refused:
+        await chatee.create_agent("x", model="m", chain=[step])
+    assert refused.value.status == 422, refused.value.body
+    assert refused.value.body["errors"]
 
 
-async def test_a_card_that_points_into_a_denied_network_is_not_followed(user: Api) -> None:
+async def test_a_card_that_points_into_a_denied_network_is_not_followed(
+    chatee: Client,
+) -> None:
     """The card is fetched from an allowed host, but names a metadata address as the place to
     send messages: the activity refuses it (not retried), nothing is sent there."""
     with RemoteA2A(interface_url="http://169.254.169.254/a2a") as tricky:
-        session = await user.new_session(chain=[{"type": "AG_CALL_AG", "a2a_url": tricky.url}])
-        events = await user.stream_turn(session["id"], "hello")
-    assert events[-1]["event"] == "turn.failed"
-    assert events[-1]["data"]["error"]["type"] == "RemoteAgentRefused"
-    assert "169.254.169.254" in events[-1]["data"]["error"]["message"]
-    assert not any(e["event"] == "step.retry" for e in events)
+        session = await new_session(chatee, chain=[{"type": "AG_CALL_AG", "a2a_url": tricky.url}])
+        events = await turn_events(chatee, session.id, "hello")
+    failed = events[-1]
+    assert isinstance(failed, TurnFailed)
+    assert failed.error_type == "RemoteAgentRefused"
+    assert "169.254.169.254" in failed.error_message
+    assert not any(isinstance(e, StepRetry) for e in events)
 
 
 async def test_loopback_is_refused_unless_allowed(remote: RemoteA2A) -> None:
@@ -464,34 +496,35 @@ async def test_loopback_is_refused_unless_allowed(remote: RemoteA2A) -> None:
 
 
 async def test_an_agent_calls_another_users_chatee_agent_over_a2a(
-    stack: Stack, user: Api, other_user: Api, llm: LLMServerThread
+    stack: Stack, chatee: Client, other_chatee: Client, llm: LLMServerThread
 ) -> None:
-    """Agent A (of `user`) asks agent B (of `other_user`) through B's A2A endpoint, with an API
-    key `other_user` made for it; B's answer feeds A's own model."""
-    expert = await other_user.create_agent(
-        name="expert", chain=[{"type": "AG_ACCEPT", "text": "Use a B-tree."}]
+    """Agent A (of `chatee`) asks agent B (of `other_chatee`) through B's A2A endpoint, with an
+    API key `other_chatee` made for it; B's answer feeds A's own model."""
+    expert = await other_chatee.create_agent(
+        "expert", model="scripted", chain=[{"type": "AG_ACCEPT", "text": "Use a B-tree."}]
     )
-    r = await other_user.request("POST", "/api-keys", json={"name": "for A", "scopes": ["chat"]})
-    assert r.status_code == 201, r.text
-    key = r.json()["key"]
-    url = f"{stack.base}/a2a/agents/{expert['id']}"
+    made = await other_chatee.request(
+        "POST", "/api-keys", json={"name": "for A", "scopes": ["chat"]}
+    )
+    key = made["key"]
+    url = f"{stack.base}/a2a/agents/{expert.id}"
     chain = [
         {"type": "AG_CALL_AG", "a2a_url": url, "headers": {"Authorization": f"Bearer {key}"}},
         "AG_SELF_GEN",
     ]
-    session = await user.new_session(chain=chain)
+    session = await new_session(chatee, chain=chain)
     marker = uuid.uuid4().hex
-    events = await user.stream_turn(session["id"], f"how do I index this? {marker}")
-    assert events[-1]["event"] == "turn.completed", events[-1]
+    events = await turn_events(chatee, session.id, f"how do I index this? {marker}")
+    assert isinstance(events[-1], TurnCompleted), events[-1]
     sent = requests_for(llm, marker)[-1]["messages"]
     notes = [m["content"] for m in sent if m["role"] == "system"]
     assert any("'expert'" in n and "Use a B-tree." in n for n in notes), notes
-    assert key not in json.dumps(events)
+    assert key not in json.dumps([e.data for e in events])
 
     # the card URL works too; without the key, B's endpoint is refused and the step fails
-    relay = await user.new_session(
-        chain=[{"type": "AG_CALL_AG", "a2a_url": f"{url}/.well-known/agent-card.json"}]
+    relay = await new_session(
+        chatee, chain=[{"type": "AG_CALL_AG", "a2a_url": f"{url}/.well-known/agent-card.json"}]
     )
-    events = await user.stream_turn(relay["id"], "no key")
-    assert events[-1]["event"] == "turn.failed"
-    assert "HTTP 401" in events[-1]["data"]["error"]["message"]
+    events = await turn_events(chatee, relay.id, "no key")
+    assert isinstance(events[-1], TurnFailed)
+    assert "HTTP 401" in events[-1].error_message

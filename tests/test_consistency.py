@@ -4,16 +4,17 @@ JSON, `errors` on every 422, and tool calls that stay visible in a session's his
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from typing import Any
 
 import httpx
-from websockets.asyncio.client import connect
 
+from chatee.client import Client, Frame, TurnCompleted
 from chatee.devtools.llm_server import LLMServerThread
-from tests.security_support import assert_problem, ping, ws_url
-from tests.support import Api, Stack
+from tests.security_support import assert_problem
+from tests.support import Api, new_session, stored_messages, turn_events
 
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -33,45 +34,54 @@ def timestamps(value: Any, found: list[str] | None = None) -> list[str]:
     return found
 
 
+async def seen_online(client: Client) -> None:
+    """`client` on the WebSocket until the server has answered a ping, then off again."""
+    live = client.live()
+
+    async def pong() -> None:
+        async for item in live:
+            if isinstance(item, Frame) and item.type == "pong" and item.data.get("ref") == "p":
+                return
+
+    answered = asyncio.create_task(pong())
+    await asyncio.wait_for(live.connected.wait(), 10)
+    await live.send({"type": "ping", "ref": "p"})
+    await asyncio.wait_for(answered, 10)
+    await live.close()
+
+
 async def test_one_timestamp_format_on_every_rest_route(
-    user: Api, other_user: Api, stack: Stack
+    chatee: Client, other_chatee: Client
 ) -> None:
-    session = await user.new_session()
-    events = await user.stream_turn(session["id"], "hi")
-    assert events[-1]["event"] == "turn.completed"
-    r = await user.request("POST", "/api-keys", json={"name": "k", "scopes": ["chat"]})
-    assert r.status_code == 201, r.text
-    r = await user.request(
-        "POST", "/conversations", json={"type": "group", "members": [other_user.user_id]}
-    )
-    assert r.status_code == 201, r.text
-    async with connect(ws_url(stack, other_user.token), open_timeout=10) as socket_:
-        await ping(socket_)  # other_user is online: presence has a last_seen
+    session = await new_session(chatee)
+    events = await turn_events(chatee, session.id, "hi")
+    assert isinstance(events[-1], TurnCompleted)
+    await chatee.request("POST", "/api-keys", json={"name": "k", "scopes": ["chat"]})
+    assert other_chatee.user_id is not None
+    await chatee.create_conversation("group", [other_chatee.user_id])
+    await seen_online(other_chatee)  # presence has a last_seen
 
     reads = [
         "/me",
         "/agents",
         "/sessions",
-        f"/sessions/{session['id']}",
-        f"/sessions/{session['id']}/messages",
+        f"/sessions/{session.id}",
+        f"/sessions/{session.id}/messages",
         "/api-keys",
         "/conversations",
-        f"/presence?user_ids={other_user.user_id}",
+        f"/presence?user_ids={other_chatee.user_id}",
     ]
-    seen: dict[str, list[str]] = {}
-    for path in reads:
-        r = await user.request("GET", path)
-        assert r.status_code == 200, (path, r.text)
-        seen[path] = timestamps(r.json())
+    # the answers as JSON, as they came over the wire (not parsed into the SDK's models)
+    seen = {path: timestamps(await chatee.request("GET", path)) for path in reads}
     assert all(seen.values()), seen  # every route above carries at least one timestamp
     wrong = {p: [t for t in ts if not RFC3339_MS.match(t)] for p, ts in seen.items()}
     assert not any(wrong.values()), wrong
 
 
 async def test_a_wrong_password_at_login_is_401_like_a_wrong_username(
-    http: httpx.AsyncClient, user: Api
+    http: httpx.AsyncClient, chatee: Client
 ) -> None:
-    name = (await user.request("GET", "/me")).json()["username"]
+    name = (await chatee.me()).username
     answers = []
     for body in (
         {"username": name, "password": "x"},  # too short to be anyone's: still just wrong
@@ -103,14 +113,18 @@ async def test_malformed_json_names_the_position_in_words(http: httpx.AsyncClien
     assert body["errors"][0]["type"] == "json_invalid"
 
 
-async def test_every_422_carries_errors(user: Api, other_user: Api) -> None:
-    r = await other_user.request(
-        "POST",
-        "/mcp/servers",
-        json={"name": "theirs", "transport": "streamable_http", "url": "http://127.0.0.1:9/mcp"},
-    )
-    assert r.status_code == 201, r.text
-    theirs = r.json()["id"]
+async def test_every_422_carries_errors(user: Api, other_chatee: Client) -> None:
+    theirs = (
+        await other_chatee.request(
+            "POST",
+            "/mcp/servers",
+            json={
+                "name": "theirs",
+                "transport": "streamable_http",
+                "url": "http://127.0.0.1:9/mcp",
+            },
+        )
+    )["id"]
 
     # a domain rule (the core's Invalid), not the request's shape
     r = await user.request("POST", "/agents", json={"name": "a", "mcp_servers": [theirs]})
@@ -130,8 +144,10 @@ async def test_every_422_carries_errors(user: Api, other_user: Api) -> None:
     assert body["errors"][0]["loc"] == ["user_ids"]
 
 
-async def test_tool_calls_are_visible_in_session_history(user: Api, llm: LLMServerThread) -> None:
-    session = await user.new_session()
+async def test_tool_calls_are_visible_in_session_history(
+    chatee: Client, llm: LLMServerThread
+) -> None:
+    session = await new_session(chatee)
     marker = uuid.uuid4().hex
     llm.llm.script(
         marker,
@@ -140,15 +156,16 @@ async def test_tool_calls_are_visible_in_session_history(user: Api, llm: LLMServ
             "I cannot look that up.",
         ],
     )
-    events = await user.stream_turn(session["id"], f"weather in Oslo? {marker}")
-    assert events[-1]["event"] == "turn.completed"
+    events = await turn_events(chatee, session.id, f"weather in Oslo? {marker}")
+    assert isinstance(events[-1], TurnCompleted)
 
-    history = list(reversed(await user.messages(session["id"])))  # oldest first
-    assert [m["role"] for m in history] == ["user", "assistant", "tool", "assistant"]
+    history = list(reversed(await stored_messages(chatee, session.id)))  # oldest first
+    assert [m.role for m in history] == ["user", "assistant", "tool", "assistant"]
     asked, answered = history[1], history[2]
-    assert asked["tool_calls"] == [
+    assert asked.tool_calls is not None
+    assert [c.model_dump() for c in asked.tool_calls] == [
         {"id": "call_w", "name": "weather", "arguments": '{"city": "Oslo"}'}
     ]
-    assert answered["tool_call_id"] == "call_w" and answered["name"] == "weather"
-    assert "no tool named weather" in answered["content"]
-    assert history[3]["content"] == "I cannot look that up." and history[3]["tool_calls"] is None
+    assert answered.tool_call_id == "call_w" and answered.name == "weather"
+    assert "no tool named weather" in answered.content
+    assert history[3].content == "I cannot look that up." and history[3].tool_calls is None

@@ -8,16 +8,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-import httpx
 import pytest
 from sqlalchemy import text
 
 from chatee import temporal
 from chatee.config import Settings
-from chatee.devtools.api_client import Api
 from chatee.devtools.processes import Stack
 from chatee.migrate import upgrade_async
 from chatee.services import Services
+from tests.support import signed_up
 
 POOLS = {
     "api": {"size": 3, "max_overflow": 2, "timeout_seconds": 7, "recycle_seconds": 99},
@@ -71,13 +70,11 @@ async def test_listings_read_the_replica_and_writes_stay_on_the_primary(
     await upgrade_async(replica)
     stack = isolated_stacks({"CHATEE_DATABASE__REPLICA_URL": replica, "CHATEE_LOG_JSON": "true"})
     stack.start_api()
-    async with httpx.AsyncClient(base_url=stack.base, timeout=30) as http:
-        api = await Api.register(http)
-        created = await api.create_agent(name="lagging")
-        # read-after-write (the agent itself) comes from the primary
-        assert (await api.request("GET", f"/agents/{created['id']}")).status_code == 200
+    async with await signed_up(stack.base) as chatee:
+        created = await chatee.create_agent("lagging")
+        # read-after-write (the agent itself) comes from the primary (the replica would say 404)
+        assert (await chatee.agent(created.id)).id == created.id
         # the listing tolerates lag: it comes from the replica, which has not seen the write
-        listed = await api.request("GET", "/agents")
-        assert listed.status_code == 200 and listed.json() == []
+        assert await chatee.agents() == []
     budget = [json.loads(line) for line in stack.logs().splitlines() if "database pool" in line]
     assert budget and budget[0]["replica"] is True and budget[0]["most_connections"] == 40

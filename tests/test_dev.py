@@ -12,9 +12,10 @@ from pathlib import Path
 
 import httpx
 
+from chatee.client import Client, TurnCompleted
 from chatee.devstack import free_port, port_open
 from chatee.devtools.llm_server import LLMServerThread
-from tests.support import Api
+from tests.support import PASSWORD, new_session, stored_messages
 
 
 def start_dev(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -83,10 +84,11 @@ async def test_dev_runs_everything_and_keeps_data(tmp_path: Path, llm: LLMServer
             assert (await client.get(urls["Temporal UI"])).status_code == 200
             app = await client.get(urls["Web app"])  # the web app, served by the API
             assert app.status_code == 200 and "<title>Chatee</title>" in app.text
-            user = await Api.register(client, "dev-user")
-            session = await user.new_session()
-            events = await user.stream_turn(session["id"], "first run")
-            assert events[-1]["event"] == "turn.completed"
+        async with Client(urls["API"]) as chatee:  # the API address it printed
+            await chatee.register("dev-user", PASSWORD)
+            session = await new_session(chatee)
+            turn = await chatee.stream_turn(session.id, "first run").run()
+            assert turn.completed, turn.final
     finally:
         stop(proc)
     assert proc.returncode == 0, log.read_text()[-3000:]
@@ -98,19 +100,14 @@ async def test_dev_runs_everything_and_keeps_data(tmp_path: Path, llm: LLMServer
     log = tmp_path / "dev-second-run.log"
     proc = start_dev(env, log)  # second run: same data
     try:
-        wait_up(proc, log)
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{http_port}", timeout=30
-        ) as client:
-            r = await client.post(
-                "/api/v1/auth/login", json={"username": "dev-user", "password": "correct horse"}
-            )
-            assert r.status_code == 200
-            again = Api(client, r.json()["token"], r.json()["user_id"])
+        urls = wait_up(proc, log)
+        async with Client(urls["API"]) as again:
+            await again.login("dev-user", PASSWORD)
             # the session's workflow lived through the restart in temporal.db
-            events = await again.stream_turn(session["id"], "second run")
-            assert events[-1]["data"]["content"] == "echo: second run"
-            contents = [m["content"] for m in reversed(await again.messages(session["id"]))]
+            turn = await again.stream_turn(session.id, "second run").run()
+            assert isinstance(turn.final, TurnCompleted), turn.final
+            assert turn.final.content == "echo: second run"
+            contents = [m.content for m in reversed(await stored_messages(again, session.id))]
             assert contents == ["first run", "echo: first run", "second run", "echo: second run"]
     finally:
         stop(proc, signal.SIGTERM)

@@ -7,48 +7,67 @@ import asyncio
 import uuid
 from collections.abc import Callable
 
-import httpx
+import pytest
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
-from temporalio.client import Client
+from temporalio.client import Client as TemporalClient
 
+from chatee.client import Invalid, MessageDelta, StepRetry, TurnCompleted, TurnEvent, TurnStream
 from chatee.devstack import free_port
 from chatee.devtools.llm_server import LLMServerThread
-from tests.support import WHOLE_ANSWER, Api, Stack, killable_turn
+from tests.support import (
+    WHOLE_ANSWER,
+    Stack,
+    follow_until,
+    killable_turn,
+    new_session,
+    signed_up,
+    stored_messages,
+    turn_events,
+)
 from workflows.names import SEARCH_ATTRIBUTES
 
 MakeStack = Callable[[dict[str, str]], Stack]
+
+
+async def events_of(stream: TurnStream) -> list[TurnEvent]:
+    return [e async for e in stream]
+
+
+def is_part2(event: TurnEvent) -> bool:
+    return isinstance(event, MessageDelta) and event.text == "part2 "
 
 
 async def test_worker_killed_mid_stream_the_turn_completes_on_a_new_worker(
     isolated_stacks: MakeStack, llm: LLMServerThread, temporal_address: str
 ) -> None:
     stack, first_worker, marker = killable_turn(isolated_stacks, llm)
-    async with httpx.AsyncClient(base_url=stack.base, timeout=60) as client:
-        user = await Api.register(client)
-        session = await user.new_session()
-        turn = asyncio.create_task(user.stream_turn(session["id"], marker))
-        await user.events(
-            session["id"],
-            until=lambda e: e["event"] == "message.delta" and e["data"]["text"] == "part2 ",
-            after="0",
-        )
+    async with await signed_up(stack.base, timeout=60) as chatee:
+        session = await new_session(chatee)
+        stream = chatee.stream_turn(session.id, marker)
+        turn = asyncio.create_task(events_of(stream))
+        await follow_until(chatee, session.id, is_part2)
         first_worker.kill()
         stack.start_worker()
         events = await asyncio.wait_for(turn, 90)
 
-        seen = [e["event"] for e in events]
-        assert seen[-1] == "turn.completed"
-        assert events[-1]["data"]["content"] == WHOLE_ANSWER
+        seen = [e.event for e in events]
+        assert isinstance(events[-1], TurnCompleted) and events[-1] is stream.final
+        assert events[-1].content == WHOLE_ANSWER
         retry = seen.index("step.retry")
         assert "message.delta" in seen[:retry]  # the partial text the client must drop
-        after_retry = [e["data"]["text"] for e in events[retry:] if e["event"] == "message.delta"]
-        assert "".join(after_retry) == WHOLE_ANSWER
+        dropped = events[retry]
+        assert isinstance(dropped, StepRetry) and dropped.dropped.startswith("part0 part1 part2 ")
+        after_retry = [e.text for e in events[retry:] if isinstance(e, MessageDelta)]
+        assert "".join(after_retry) == stream.text == WHOLE_ANSWER
         assert seen.count("turn.started") == 1 and seen.count("turn.completed") == 1
-        assistant = [m for m in await user.messages(session["id"]) if m["role"] == "assistant"]
-        assert [m["content"] for m in assistant] == [WHOLE_ANSWER]
+        # each of the turn's events reached the stream once, none lost
+        replay = await follow_until(chatee, session.id, "turn.completed")
+        assert [e.id for e in events] == [e.id for e in replay]
+        assistant = [m for m in await stored_messages(chatee, session.id) if m.role == "assistant"]
+        assert [m.content for m in assistant] == [WHOLE_ANSWER]
 
     # the worker registered our search attributes in its (fresh) namespace by itself
-    client = await Client.connect(
+    client = await TemporalClient.connect(
         temporal_address, namespace=stack.env["CHATEE_TEMPORAL_NAMESPACE"]
     )
     listed = await client.operator_service.list_search_attributes(
@@ -72,18 +91,18 @@ async def test_failover_to_a_second_provider_when_the_first_keeps_failing(
     stack.start_worker()
     stack.start_api()
     marker = uuid.uuid4().hex
-    async with httpx.AsyncClient(base_url=stack.base, timeout=60) as client:
-        user = await Api.register(client)
-        session = await user.new_session()
-        events = await user.stream_turn(session["id"], marker)
-        assert events[-1]["event"] == "turn.completed", events[-1]
-        assert events[-1]["data"]["content"] == f"echo: {marker}"
-        reasons = [e["data"]["reason"] for e in events if e["event"] == "step.retry"]
-        assert reasons == ["retry", "failover"]
+    async with await signed_up(stack.base, timeout=60) as chatee:
+        session = await new_session(chatee)
+        events = await turn_events(chatee, session.id, marker)
+        assert isinstance(events[-1], TurnCompleted), events[-1]
+        assert events[-1].content == f"echo: {marker}"
+        assert [e.reason for e in events if isinstance(e, StepRetry)] == ["retry", "failover"]
         sent = [r["body"] for r in llm.llm.requests if marker in str(r["body"]["messages"])]
         assert [b["model"] for b in sent] == ["backup-model"]
 
         # a configured provider name is accepted for agents; an unknown one is not
-        assert (await user.create_agent(provider="backup"))["provider"] == "backup"
-        r = await user.request("POST", "/agents", json={"name": "x", "provider": "nope"})
-        assert r.status_code == 422 and "backup" in r.json()["detail"]
+        agent = await chatee.create_agent("helper", model="scripted", provider="backup")
+        assert agent.provider == "backup"
+        with pytest.raises(Invalid) as refused:
+            await chatee.create_agent("x", provider="nope")
+        assert refused.value.status == 422 and "backup" in refused.value.detail

@@ -14,8 +14,10 @@ import pytest
 from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Replayer
 
+from chatee.client import Client as ChateeClient
+from chatee.client import StepStarted, TurnCompleted
 from chatee.devtools.llm_server import LLMServerThread
-from tests.support import Api, completes
+from tests.support import completes, follow_until, new_session, turn_events
 from workflows.agent_session import AgentSession
 from workflows.agent_task import AgentTask
 
@@ -36,26 +38,23 @@ async def runs_of(client: Client, workflow_id: str) -> list[WorkflowHistory]:
     ]
 
 
-async def test_a_500_turn_session_keeps_every_run_small(user: Api, temporal_client: Client) -> None:
-    session = await user.new_session()
+async def test_a_500_turn_session_keeps_every_run_small(
+    chatee: ChateeClient, temporal_client: Client
+) -> None:
+    session = await new_session(chatee)
     body = "x" * 4000  # bodies stay in the message store, never in history
     turn_ids: list[str] = []
     for batch in range(50):  # ten messages at a time, as a busy conversation would send them
         for i in range(10):
-            r = await user.request(
-                "POST",
-                "/chat/send",
-                json={"session_id": session["id"], "content": f"{batch}.{i} {body}"},
-            )
-            assert r.status_code == 202
-            turn_ids.append(r.json()["turn_id"])
+            accepted = await chatee.send(session.id, f"{batch}.{i} {body}")
+            turn_ids.append(accepted.turn_id)
         async with asyncio.timeout(60):
-            await user.events(session["id"], until=completes(turn_ids[-1]), after="0")
-    events = await user.events(session["id"], until=completes(turn_ids[-1]), after="0")
-    completed = [e["data"]["turn_id"] for e in events if e["event"] == "turn.completed"]
+            await follow_until(chatee, session.id, completes(turn_ids[-1]))
+    events = await follow_until(chatee, session.id, completes(turn_ids[-1]))
+    completed = [e.turn_id for e in events if isinstance(e, TurnCompleted)]
     assert completed == turn_ids
 
-    histories = await runs_of(temporal_client, session["workflow_id"])
+    histories = await runs_of(temporal_client, session.workflow_id)
     sizes = [(len(h.events), sum(e.ByteSize() for e in h.events)) for h in histories]
     print(f"500-turn session: {len(sizes)} runs, (events, bytes) per run: {sizes}")
     assert len(histories) >= 5  # continued as new every 100 turns
@@ -65,33 +64,37 @@ async def test_a_500_turn_session_keeps_every_run_small(user: Api, temporal_clie
 
 
 async def test_histories_replay_against_the_current_code(
-    user: Api, llm: LLMServerThread, temporal_client: Client
+    chatee: ChateeClient, llm: LLMServerThread, temporal_client: Client
 ) -> None:
     """Runs a session through most action types, then replays its history and every
     recorded one. Set CHATEE_RECORD_HISTORIES=1 to record this run's into tests/histories."""
-    expert = await user.create_agent(name="expert", chain=[{"type": "AG_ACCEPT", "text": "42"}])
+    expert = await chatee.create_agent(
+        "expert",
+        system_prompt="You are helpful.",
+        model="scripted",
+        chain=[{"type": "AG_ACCEPT", "text": "42"}],
+    )
     chain = [
         "AG_MEMORY_LOAD",
         "AG_RAG",
         {"type": "AG_SELF_DECIDE", "options": ["ask", "answer"],
-         "branches": {"ask": [{"type": "AG_CALL_AG", "agent_id": expert["id"]}]}},
+         "branches": {"ask": [{"type": "AG_CALL_AG", "agent_id": expert.id}]}},
         "AG_SELF_GEN",
         {"type": "AG_MEMORY_STORE", "key": "topic", "value": "answers"},
     ]  # fmt: skip
-    session = await user.new_session(chain=chain)
+    session = await new_session(chatee, chain=chain)
     marker = uuid.uuid4().hex
     llm.llm.script(marker, [{"json": {"choice": "ask"}}, {"text": "It is 42."}])
-    events = await user.stream_turn(session["id"], f"what is the answer? {marker}")
-    assert events[-1]["event"] == "turn.completed"
+    events = await turn_events(chatee, session.id, f"what is the answer? {marker}")
+    assert isinstance(events[-1], TurnCompleted)
     llm.llm.script(f"thanks {marker}", [{"json": {"choice": "answer"}}])
-    events2 = await user.stream_turn(session["id"], f"thanks {marker}")
-    assert events2[-1]["event"] == "turn.completed"
-    await user.request("POST", f"/sessions/{session['id']}/close")
+    events2 = await turn_events(chatee, session.id, f"thanks {marker}")
+    assert isinstance(events2[-1], TurnCompleted)
+    await chatee.close_session(session.id)
 
-    live = await runs_of(temporal_client, session["workflow_id"])
-    turn_id = events[0]["data"]["turn_id"]
-    call = next(e["data"] for e in events if e["data"].get("action") == "AG_CALL_AG")
-    live += await runs_of(temporal_client, f"task-{turn_id}-{call['step']}")
+    live = await runs_of(temporal_client, session.workflow_id)
+    call = next(e for e in events if isinstance(e, StepStarted) and e.action == "AG_CALL_AG")
+    live += await runs_of(temporal_client, f"task-{call.turn_id}-{call.step}")
     assert {h.workflow_id.split("-")[0] for h in live} == {"session", "task"}
     if os.environ.get("CHATEE_RECORD_HISTORIES"):
         HISTORIES.mkdir(exist_ok=True)

@@ -9,10 +9,9 @@ import json
 import uuid
 from typing import Any
 
-import httpx
 from httpx_sse import aconnect_sse
 
-from tests.support import Api
+from tests.support import new_session, signed_up
 from tests.test_metrics import Observed, observed  # noqa: F401  (the shared observed stack)
 
 
@@ -37,13 +36,17 @@ async def test_every_line_is_json_and_carries_request_and_turn_ids(
         next(p for p in observed.stack.processes if p.argv[0] == kind) for kind in ("api", "worker")
     )
     request_id = f"req-{uuid.uuid4().hex[:12]}"
-    async with httpx.AsyncClient(base_url=observed.stack.base, timeout=30) as http:
-        user = await Api.register(http)
-        session = await user.new_session()
-        body = {"session_id": session["id"], "content": "log this turn"}
-        headers = {**user.headers, "X-Request-ID": request_id}
+    async with await signed_up(observed.stack.base) as chatee:
+        session = await new_session(chatee)
+        # the raw stream, on the SDK's connection and login: the test reads a response header
+        body = {"session_id": session.id, "content": "log this turn"}
         async with aconnect_sse(
-            http, "POST", "/api/v1/chat/stream", json=body, headers=headers
+            chatee.http,
+            "POST",
+            "/api/v1/chat/stream",
+            json=body,
+            headers={"X-Request-ID": request_id},
+            auth=chatee.auth,
         ) as source:
             assert source.response.headers["x-request-id"] == request_id
             events = [sse async for sse in source.aiter_sse() if sse.data]
@@ -73,8 +76,8 @@ async def test_every_line_is_json_and_carries_request_and_turn_ids(
     generate = [r for r in finish if r["activity"] == "GenerateReply"]
     assert generate, finish
     line = generate[0]
-    assert line["session_id"] == session["id"]
-    assert line["workflow_id"] == session["workflow_id"]
+    assert line["session_id"] == session.id
+    assert line["workflow_id"] == session.workflow_id
     assert line["task_queue"] == "chatee-llm"
     assert line["outcome"] == "completed"
     assert all({"event", "level", "timestamp"} <= r.keys() for r in worker)

@@ -31,6 +31,16 @@ from temporalio.testing import ActivityEnvironment
 from activities.mcp import ToolActivities, fit
 from chatee import session_store, temporal
 from chatee.bus import EventBus
+from chatee.client import (
+    ApiError,
+    HumanRequest,
+    NotFound,
+    ToolCall,
+    ToolResult,
+    TurnCompleted,
+    Unavailable,
+)
+from chatee.client import Client as ChateeClient
 from chatee.config import Settings, load_settings
 from chatee.db import create_engine, session_factory
 from chatee.devstack import free_port, port_open
@@ -48,7 +58,15 @@ from chatee.mcp import (
 )
 from chatee.models import Agent, McpServer, Message
 from chatee.services import Services
-from tests.support import Api, Stack
+from tests.support import (
+    Api,
+    Stack,
+    follow_until,
+    new_session,
+    signed_up,
+    stored_messages,
+    turn_events,
+)
 from workflows.types import ToolCallInput
 
 REPO = Path(__file__).resolve().parent.parent
@@ -124,15 +142,23 @@ def server_body(transport: str, demo_http: dict[str, DemoServer], **extra: Any) 
     return {"name": name, "transport": transport, "url": url, "headers": headers, **extra}
 
 
-async def register(user: Api, body: dict[str, Any]) -> dict[str, Any]:
-    r = await user.request("POST", "/mcp/servers", json=body)
-    assert r.status_code == 201, r.text
-    return r.json()
+async def register(chatee: ChateeClient, body: dict[str, Any]) -> dict[str, Any]:
+    """A new MCP server of `chatee`'s (the SDK has no method of its own for the registry)."""
+    return await chatee.request("POST", "/mcp/servers", json=body)
 
 
-async def call(user: Api, server_id: str, tool: str, **arguments: Any) -> httpx.Response:
+async def connect(chatee: ChateeClient, server_id: str) -> dict[str, Any]:
+    return await chatee.request("POST", f"/mcp/servers/{server_id}/connect")
+
+
+async def server_tools(chatee: ChateeClient, server_id: str) -> list[dict[str, Any]]:
+    return (await chatee.request("GET", f"/mcp/servers/{server_id}/tools"))["tools"]
+
+
+async def call(chatee: ChateeClient, server_id: str, tool: str, **arguments: Any) -> Any:
+    """The tool's result; a refusal (unknown tool, timeout, server down) raises."""
     path = f"/mcp/servers/{server_id}/tools/{tool}/call"
-    return await user.request("POST", path, json={"arguments": arguments})
+    return await chatee.request("POST", path, json={"arguments": arguments})
 
 
 @pytest.fixture(scope="module")
@@ -150,9 +176,10 @@ def short_timeouts(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 @pytest.fixture
-async def short_user(short_timeouts: Stack, user: Api) -> AsyncIterator[Api]:
-    async with httpx.AsyncClient(base_url=short_timeouts.base, timeout=30) as client:
-        yield Api(client, user.token, user.user_id)
+async def short_chatee(short_timeouts: Stack) -> AsyncIterator[ChateeClient]:
+    """A new person, signed in on the API process with short MCP timeouts."""
+    async with await signed_up(short_timeouts.base) as client:
+        yield client
 
 
 # -- safety rules (no servers needed) ----------------------------------------------------------
@@ -275,40 +302,45 @@ async def test_agent_tools_are_namespaced_and_honour_deny(sqlite_url: str) -> No
 
 
 async def test_registry_crud_is_per_user_and_never_returns_secrets(
-    user: Api, other_user: Api, stack: Stack, demo_http: dict[str, DemoServer]
+    chatee: ChateeClient,
+    other_chatee: ChateeClient,
+    stack: Stack,
+    demo_http: dict[str, DemoServer],
 ) -> None:
     body = server_body("streamable_http", demo_http)
-    created = await register(user, body)
+    created = await register(chatee, body)
     sid = created["id"]
     assert created["headers"] == {"Authorization": "***"}
     assert created["status"] == "registered" and created["tools_count"] is None
-    assert (await user.request("GET", f"/mcp/servers/{sid}")).json()["name"] == body["name"]
-    assert [s["id"] for s in (await user.request("GET", "/mcp/servers")).json()] == [sid]
+    assert (await chatee.request("GET", f"/mcp/servers/{sid}"))["name"] == body["name"]
+    assert [s["id"] for s in await chatee.request("GET", "/mcp/servers")] == [sid]
 
+    stranger = Api.of(other_chatee)  # the refusals' status and content type
     for method, path in [("GET", ""), ("PUT", ""), ("DELETE", ""), ("POST", "/connect"),
                          ("GET", "/tools"), ("POST", "/tools/add/call")]:  # fmt: skip
         kwargs = {"json": body} if method == "PUT" else {}
         if path.endswith("/call"):
             kwargs = {"json": {"arguments": {}}}
-        r = await other_user.request(method, f"/mcp/servers/{sid}{path}", **kwargs)
+        r = await stranger.request(method, f"/mcp/servers/{sid}{path}", **kwargs)
         assert r.status_code == 404, (method, path, r.text)
         assert r.headers["content-type"] == "application/problem+json"
-    assert (await other_user.request("GET", "/mcp/servers")).json() == []
+    assert await other_chatee.request("GET", "/mcp/servers") == []
 
     # "***" keeps the stored value; connecting proves the real one is still sent
-    r = await user.request("PUT", f"/mcp/servers/{sid}", json={**body, "name": "renamed",
-                           "headers": {"Authorization": "***", "X-Extra": "v"}})  # fmt: skip
-    assert r.status_code == 200, r.text
-    assert r.json()["name"] == "renamed"
-    assert r.json()["headers"] == {"Authorization": "***", "X-Extra": "***"}
-    r = await user.request("POST", f"/mcp/servers/{sid}/connect")  # the server checks it
-    assert r.status_code == 200, r.text
-    assert DEMO_TOKEN not in json.dumps((await user.request("GET", "/mcp/servers")).json())
+    changes = {"name": "renamed", "headers": {"Authorization": "***", "X-Extra": "v"}}
+    renamed = await chatee.request("PUT", f"/mcp/servers/{sid}", json={**body, **changes})
+    assert renamed["name"] == "renamed"
+    assert renamed["headers"] == {"Authorization": "***", "X-Extra": "***"}
+    await connect(chatee, sid)  # the server checks the token
+    assert DEMO_TOKEN not in json.dumps(await chatee.request("GET", "/mcp/servers"))
     assert DEMO_TOKEN not in stack.logs()
 
-    assert (await user.request("DELETE", f"/mcp/servers/{sid}")).status_code == 204
-    assert (await user.request("GET", f"/mcp/servers/{sid}")).status_code == 404
-    assert (await user.request("GET", "/mcp/servers/not-an-id")).status_code == 404
+    deleted = await Api.of(chatee).request("DELETE", f"/mcp/servers/{sid}")
+    assert deleted.status_code == 204, deleted.text
+    for gone in (sid, "not-an-id"):
+        with pytest.raises(NotFound) as missing:
+            await chatee.request("GET", f"/mcp/servers/{gone}")
+        assert missing.value.status == 404
 
 
 async def test_registration_is_validated_and_safety_checked(user: Api) -> None:
@@ -336,147 +368,152 @@ async def test_registration_is_validated_and_safety_checked(user: Api) -> None:
 
 @pytest.mark.parametrize("transport", ["stdio", "sse", "streamable_http"])
 async def test_connect_list_and_call_over_each_transport(
-    transport: str, user: Api, demo_http: dict[str, DemoServer]
+    transport: str, chatee: ChateeClient, demo_http: dict[str, DemoServer]
 ) -> None:
-    sid = (await register(user, server_body(transport, demo_http)))["id"]
+    sid = (await register(chatee, server_body(transport, demo_http)))["id"]
 
-    r = await user.request("GET", f"/mcp/servers/{sid}/tools")  # never fetched: connects first
-    assert r.status_code == 200, r.text
-    tools = {t["name"]: t for t in r.json()["tools"]}
+    listed = await server_tools(chatee, sid)  # never fetched: connects first
+    tools = {t["name"]: t for t in listed}
     assert {"add", "echo", "fail", "slow", "structured"} <= set(tools)
     assert tools["add"]["input_schema"]["required"] == ["a", "b"]
     assert tools["echo"]["description"] == "Echo the text back."
 
-    r = await user.request("POST", f"/mcp/servers/{sid}/connect")
-    assert r.status_code == 200, r.text
-    assert r.json()["status"] == "connected"
-    assert r.json()["server_info"]["name"] == "chatee-demo"
-    assert r.json()["tools_count"] == len(tools)
-    row = (await user.request("GET", f"/mcp/servers/{sid}")).json()
+    connected = await connect(chatee, sid)
+    assert connected["status"] == "connected"
+    assert connected["server_info"]["name"] == "chatee-demo"
+    assert connected["tools_count"] == len(tools)
+    row = await chatee.request("GET", f"/mcp/servers/{sid}")
     assert row["tools_count"] == len(tools) and row["tools_refreshed_at"]
 
-    r = await call(user, sid, "add", a=2, b=3)
-    assert r.status_code == 200, r.text
-    assert r.json() == {
+    assert await call(chatee, sid, "add", a=2, b=3) == {
         "content": [{"type": "text", "text": "5.0"}],
         "structured_content": {"result": 5.0},
         "is_error": False,
     }
-    r = await call(user, sid, "fail")
-    assert r.status_code == 200 and r.json()["is_error"] is True
-    assert "failed on purpose" in r.json()["content"][0]["text"]
-    r = await call(user, sid, "structured")
-    assert r.json()["structured_content"] == {
+    failed = await call(chatee, sid, "fail")
+    assert failed["is_error"] is True
+    assert "failed on purpose" in failed["content"][0]["text"]
+    assert (await call(chatee, sid, "structured"))["structured_content"] == {
         "city": "Lisbon", "temperature": 21.5, "conditions": "sunny"
     }  # fmt: skip
-    image = (await call(user, sid, "image")).json()["content"][0]
+    image = (await call(chatee, sid, "image"))["content"][0]
     assert image["type"] == "image" and image["bytes"] == 16384
     assert image["data_omitted"] is True and "data" not in image and len(image["sha256"]) == 64
-    r = await call(user, sid, "no-such-tool")
-    assert r.status_code == 404 and "no-such-tool" in r.json()["detail"]
+    with pytest.raises(NotFound) as unknown:
+        await call(chatee, sid, "no-such-tool")
+    assert unknown.value.status == 404 and "no-such-tool" in unknown.value.detail
 
 
 async def test_a_hanging_tool_times_out_clearly(
-    short_user: Api, demo_http: dict[str, DemoServer]
+    short_chatee: ChateeClient, demo_http: dict[str, DemoServer]
 ) -> None:
-    sid = (await register(short_user, server_body("streamable_http", demo_http)))["id"]
+    sid = (await register(short_chatee, server_body("streamable_http", demo_http)))["id"]
     started = time.monotonic()
-    r = await call(short_user, sid, "slow", seconds=30)
-    assert r.status_code == 504, r.text
-    assert r.json()["type"] == "/problems/mcp-timeout"
-    assert "did not answer within 2 s" in r.json()["detail"]
+    with pytest.raises(Unavailable) as timed_out:
+        await call(short_chatee, sid, "slow", seconds=30)
+    assert timed_out.value.status == 504, timed_out.value.body
+    assert timed_out.value.body["type"] == "/problems/mcp-timeout"
+    assert "did not answer within 2 s" in timed_out.value.detail
     assert time.monotonic() - started < 10
-    assert (await call(short_user, sid, "add", a=1, b=1)).json()["is_error"] is False
+    assert (await call(short_chatee, sid, "add", a=1, b=1))["is_error"] is False
 
 
 async def test_killed_server_gives_a_clear_error_and_the_next_call_reconnects(
-    short_user: Api, tmp_path: Path
+    short_chatee: ChateeClient, tmp_path: Path
 ) -> None:
     server = DemoServer("streamable-http", tmp_path / "demo.log").start().wait()
     try:
         body = {"name": "flaky", "transport": "streamable_http", "url": server.url}
-        sid = (await register(short_user, body))["id"]
-        assert (await call(short_user, sid, "add", a=1, b=2)).json()["is_error"] is False
+        sid = (await register(short_chatee, body))["id"]
+        assert (await call(short_chatee, sid, "add", a=1, b=2))["is_error"] is False
 
-        slow = asyncio.create_task(call(short_user, sid, "slow", seconds=1.5))
+        slow = asyncio.create_task(call(short_chatee, sid, "slow", seconds=1.5))
         await asyncio.sleep(0.7)
         server.kill()
-        r = await slow
-        assert r.status_code in (502, 504), r.text
-        assert "flaky" in r.json()["detail"]
+        with pytest.raises(Unavailable) as lost:
+            await slow
+        assert lost.value.status in (502, 504), lost.value.body
+        assert "flaky" in lost.value.detail
 
-        r = await call(short_user, sid, "add", a=1, b=2)  # still down
-        assert r.status_code == 502 and "cannot connect" in r.json()["detail"], r.text
+        with pytest.raises(Unavailable) as down:  # still down
+            await call(short_chatee, sid, "add", a=1, b=2)
+        assert down.value.status == 502 and "cannot connect" in down.value.detail, down.value
 
         restarted = DemoServer("streamable-http", tmp_path / "demo2.log")
         restarted.port = server.port
         server = restarted.start().wait()
-        r = await call(short_user, sid, "add", a=20, b=22)
-        for _ in range(20):  # the failed connect above backs off briefly
-            if r.status_code == 200:
+        answer: Any = None
+        for _ in range(21):  # the failed connect above backs off briefly
+            try:
+                answer = await call(short_chatee, sid, "add", a=20, b=22)
                 break
-            await asyncio.sleep(0.25)
-            r = await call(short_user, sid, "add", a=20, b=22)
-        assert r.status_code == 200, r.text
-        assert r.json()["structured_content"] == {"result": 42.0}
+            except ApiError as refused:
+                answer = refused
+                await asyncio.sleep(0.25)
+        assert isinstance(answer, dict), answer
+        assert answer["structured_content"] == {"result": 42.0}
     finally:
         server.kill()
 
 
 @pytest.mark.parametrize("transport", ["sse", "streamable_http"])
 async def test_a_rejected_token_says_http_401(
-    transport: str, user: Api, demo_http: dict[str, DemoServer]
+    transport: str, chatee: ChateeClient, demo_http: dict[str, DemoServer]
 ) -> None:
     body = server_body(transport, demo_http, headers={"Authorization": "Bearer wrong"})
-    sid = (await register(user, body))["id"]
-    r = await user.request("POST", f"/mcp/servers/{sid}/connect")
-    assert r.status_code == 502, r.text
-    assert "HTTP 401" in r.json()["detail"] and "wrong" not in r.json()["detail"]
+    sid = (await register(chatee, body))["id"]
+    with pytest.raises(Unavailable) as refused:
+        await connect(chatee, sid)
+    assert refused.value.status == 502, refused.value.body
+    assert "HTTP 401" in refused.value.detail and "wrong" not in refused.value.detail
 
 
-async def test_tools_list_changed_refreshes_the_cache(user: Api) -> None:
-    sid = (await register(user, server_body("stdio", {})))["id"]
-    assert (await user.request("POST", f"/mcp/servers/{sid}/connect")).status_code == 200
-    assert (await call(user, sid, "grow", name="late_tool")).json()["is_error"] is False
+async def test_tools_list_changed_refreshes_the_cache(chatee: ChateeClient) -> None:
+    sid = (await register(chatee, server_body("stdio", {})))["id"]
+    await connect(chatee, sid)
+    assert (await call(chatee, sid, "grow", name="late_tool"))["is_error"] is False
     for _ in range(50):  # the server's notification makes the API re-list and store the tools
-        tools = (await user.request("GET", f"/mcp/servers/{sid}/tools")).json()["tools"]
+        tools = await server_tools(chatee, sid)
         if "late_tool" in {t["name"] for t in tools}:
             break
         await asyncio.sleep(0.1)
     else:
         raise AssertionError(f"the tools cache was never refreshed: {tools}")
-    r = await call(user, sid, "late_tool")
-    assert r.json()["content"] == [{"type": "text", "text": "late_tool works"}]
+    late = await call(chatee, sid, "late_tool")
+    assert late["content"] == [{"type": "text", "text": "late_tool works"}]
 
 
 async def test_crashing_and_silent_stdio_servers_fail_clearly_within_the_timeout(
-    short_user: Api,
+    short_chatee: ChateeClient,
 ) -> None:
     crash = {"name": "crash", "transport": "stdio", "command": sys.executable,
              "args": ["-c", "raise SystemExit(3)"]}  # fmt: skip
-    sid = (await register(short_user, crash))["id"]
-    r = await short_user.request("POST", f"/mcp/servers/{sid}/connect")
-    assert r.status_code == 502, r.text
-    assert "the command exited" in r.json()["detail"]
+    sid = (await register(short_chatee, crash))["id"]
+    with pytest.raises(Unavailable) as crashed:
+        await connect(short_chatee, sid)
+    assert crashed.value.status == 502, crashed.value.body
+    assert "the command exited" in crashed.value.detail
 
     silent = {"name": "silent", "transport": "stdio", "command": sys.executable,
               "args": ["-c", "import time; time.sleep(60)"]}  # fmt: skip
-    sid = (await register(short_user, silent))["id"]
+    sid = (await register(short_chatee, silent))["id"]
     started = time.monotonic()
-    r = await short_user.request("POST", f"/mcp/servers/{sid}/connect")
-    assert r.status_code == 504, r.text
-    assert "did not complete the MCP handshake within 3 s" in r.json()["detail"]
+    with pytest.raises(Unavailable) as mute:
+        await connect(short_chatee, sid)
+    assert mute.value.status == 504, mute.value.body
+    assert "did not complete the MCP handshake within 3 s" in mute.value.detail
     assert time.monotonic() - started < 8
 
 
-async def test_unreachable_server_is_a_clear_502(user: Api) -> None:
+async def test_unreachable_server_is_a_clear_502(chatee: ChateeClient) -> None:
     body = {"name": "nobody-home", "transport": "streamable_http",
             "url": f"http://127.0.0.1:{free_port()}/mcp"}  # fmt: skip
-    sid = (await register(user, body))["id"]
-    r = await user.request("POST", f"/mcp/servers/{sid}/connect")
-    assert r.status_code == 502, r.text
-    assert "cannot connect to MCP server 'nobody-home'" in r.json()["detail"]
-    assert (await user.request("GET", f"/mcp/servers/{sid}")).json()["status"] == "error"
+    sid = (await register(chatee, body))["id"]
+    with pytest.raises(Unavailable) as refused:
+        await connect(chatee, sid)
+    assert refused.value.status == 502, refused.value.body
+    assert "cannot connect to MCP server 'nobody-home'" in refused.value.detail
+    assert (await chatee.request("GET", f"/mcp/servers/{sid}"))["status"] == "error"
 
 
 # -- the npm reference server ------------------------------------------------------------------
@@ -505,22 +542,22 @@ def everything_server() -> Path:
     return entry
 
 
-async def test_npm_reference_server_over_stdio(user: Api, everything_server: Path) -> None:
+async def test_npm_reference_server_over_stdio(
+    chatee: ChateeClient, everything_server: Path
+) -> None:
     body = {"name": "everything", "transport": "stdio", "command": "node",
             "args": [str(everything_server), "stdio"]}  # fmt: skip
-    sid = (await register(user, body))["id"]
-    r = await user.request("POST", f"/mcp/servers/{sid}/connect")
-    assert r.status_code == 200, r.text
-    assert r.json()["server_info"]["name"] == "mcp-servers/everything"
-    names = {t["name"] for t in (await user.request("GET", f"/mcp/servers/{sid}/tools")).json()[
-        "tools"]}  # fmt: skip
+    sid = (await register(chatee, body))["id"]
+    connected = await connect(chatee, sid)
+    assert connected["server_info"]["name"] == "mcp-servers/everything"
+    names = {t["name"] for t in await server_tools(chatee, sid)}
     assert {"echo", "get-sum", "get-tiny-image"} <= names
 
-    r = await call(user, sid, "echo", message="hello from chatee")
-    assert r.json()["content"] == [{"type": "text", "text": "Echo: hello from chatee"}]
-    r = await call(user, sid, "get-sum", a=2, b=3)
-    assert r.json()["is_error"] is False
-    assert r.json()["content"][0]["text"] == "The sum of 2 and 3 is 5."
+    echoed = await call(chatee, sid, "echo", message="hello from chatee")
+    assert echoed["content"] == [{"type": "text", "text": "Echo: hello from chatee"}]
+    summed = await call(chatee, sid, "get-sum", a=2, b=3)
+    assert summed["is_error"] is False
+    assert summed["content"][0]["text"] == "The sum of 2 and 3 is 5."
 
 
 # -- the CallMcpTool activity ------------------------------------------------------------------
@@ -668,13 +705,16 @@ def mcp_client(stack: Stack, token: str | None, mode: str = "auto") -> Client:
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_agents_are_tools_of_the_mcp_endpoint(
-    mode: str, user: Api, other_user: Api, stack: Stack
+    mode: str, chatee: ChateeClient, other_chatee: ChateeClient, stack: Stack
 ) -> None:
-    agent = await user.create_agent(name="Pirate bot!")
-    await other_user.create_agent(name="not yours")
-    expected = f"Pirate_bot_{agent['id']}"
+    agent = await chatee.create_agent(
+        "Pirate bot!", system_prompt="You are helpful.", model="scripted"
+    )
+    await other_chatee.create_agent("not yours", system_prompt="You are helpful.", model="scripted")
+    expected = f"Pirate_bot_{agent.id}"
 
-    async with mcp_client(stack, user.token, mode) as client:
+    assert chatee.tokens is not None
+    async with mcp_client(stack, chatee.tokens.access_token, mode) as client:
         tools = (await client.list_tools()).tools
         assert [t.name for t in tools] == [expected]
         assert tools[0].input_schema["required"] == ["message"]
@@ -694,8 +734,8 @@ async def test_agents_are_tools_of_the_mcp_endpoint(
         foreign = await client.call_tool(expected, {"message": "x", "session_id": "123"})
         assert foreign.is_error is True and "session not found" in foreign.content[0].text
 
-    messages = await user.messages(session_id)
-    assert [m["content"] for m in reversed(messages)] == [
+    messages = await stored_messages(chatee, session_id)
+    assert [m.content for m in reversed(messages)] == [
         "ahoy there", "echo: ahoy there", "again", "echo: again"
     ]  # fmt: skip
 
@@ -722,12 +762,11 @@ async def test_mcp_endpoint_needs_a_valid_token(stack: Stack) -> None:
 
 
 async def test_an_agent_turn_calls_an_mcp_tool_through_the_worker(
-    user: Api, llm: LLMServerThread
+    chatee: ChateeClient, llm: LLMServerThread
 ) -> None:
-    server = await register(user, server_body("stdio", {}))
-    assert (await user.request("POST", f"/mcp/servers/{server['id']}/connect")).status_code == 200
+    server = await connected_server(chatee)
     denied = tool_name(server["name"], "fail")
-    session = await user.new_session(mcp_servers=[server["id"]], tool_policy={denied: "deny"})
+    session = await new_session(chatee, mcp_servers=[server["id"]], tool_policy={denied: "deny"})
     marker = uuid.uuid4().hex
     add = tool_name(server["name"], "add")
     llm.llm.script(
@@ -738,15 +777,16 @@ async def test_an_agent_turn_calls_an_mcp_tool_through_the_worker(
         ],
     )
 
-    events = await user.stream_turn(session["id"], f"what is 2 + 40? {marker}")
+    events = await turn_events(chatee, session.id, f"what is 2 + 40? {marker}")
 
-    by_name = {e["event"]: e["data"] for e in events}
-    assert by_name["tool.call"]["name"] == add
-    assert by_name["tool.call"]["arguments"] == {"a": 2, "b": 40}
-    assert by_name["tool.result"]["is_error"] is False
-    assert by_name["tool.result"]["content"] == [{"type": "text", "text": "42.0"}]
-    assert events[-1]["event"] == "turn.completed"
-    assert events[-1]["data"]["content"] == "The answer is 42."
+    tool_call = next(e for e in events if isinstance(e, ToolCall))
+    assert tool_call.name == add
+    assert tool_call.arguments == {"a": 2, "b": 40}
+    result = next(e for e in events if isinstance(e, ToolResult))
+    assert result.is_error is False
+    assert result.content == [{"type": "text", "text": "42.0"}]
+    assert isinstance(events[-1], TurnCompleted)
+    assert events[-1].content == "The answer is 42."
 
     sent = [r["body"] for r in llm.llm.requests if r["script"] == marker]
     offered = {t["function"]["name"] for t in sent[0]["tools"]}
@@ -759,28 +799,28 @@ async def test_an_agent_turn_calls_an_mcp_tool_through_the_worker(
 # -- AG_USE_MCP as a chain step, and tool policies -----------------------------------------------
 
 
-async def connected_server(user: Api) -> dict[str, Any]:
-    server = await register(user, server_body("stdio", {}))
-    assert (await user.request("POST", f"/mcp/servers/{server['id']}/connect")).status_code == 200
+async def connected_server(chatee: ChateeClient) -> dict[str, Any]:
+    """The stdio demo server, registered and connected (its tools are known)."""
+    server = await register(chatee, server_body("stdio", {}))
+    await connect(chatee, server["id"])
     return server
 
 
 async def test_a_chain_step_calls_a_tool_and_the_model_reads_the_result(
-    user: Api, llm: LLMServerThread
+    chatee: ChateeClient, llm: LLMServerThread
 ) -> None:
-    server = await connected_server(user)
+    server = await connected_server(chatee)
     chain = [
         {"type": "AG_USE_MCP", "server_id": server["id"], "tool": "add",
          "arguments": {"a": 20, "b": 22}},
         "AG_SELF_GEN",
     ]  # fmt: skip
-    session = await user.new_session(chain=chain)
+    session = await new_session(chatee, chain=chain)
     marker = uuid.uuid4().hex
-    events = await user.stream_turn(session["id"], f"add them {marker}")
-    by_name = {e["event"]: e["data"] for e in events}
-    assert by_name["tool.call"]["arguments"] == {"a": 20, "b": 22}
-    assert by_name["tool.result"]["is_error"] is False
-    assert events[-1]["event"] == "turn.completed"
+    events = await turn_events(chatee, session.id, f"add them {marker}")
+    assert next(e for e in events if isinstance(e, ToolCall)).arguments == {"a": 20, "b": 22}
+    assert next(e for e in events if isinstance(e, ToolResult)).is_error is False
+    assert isinstance(events[-1], TurnCompleted)
     sent = [r["body"] for r in llm.llm.requests if r["script"] is None and marker in str(r)]
     notes = [m["content"] for m in sent[-1]["messages"] if m["role"] == "system"]
     assert any(n.startswith("Tool result:") and "42" in n for n in notes)
@@ -788,45 +828,42 @@ async def test_a_chain_step_calls_a_tool_and_the_model_reads_the_result(
 
 @pytest.mark.parametrize(("answer", "ran"), [("yes, go ahead", True), ("no", False)])
 async def test_approve_policy_asks_a_human_before_the_tool_runs(
-    user: Api, llm: LLMServerThread, answer: str, ran: bool
+    chatee: ChateeClient, llm: LLMServerThread, answer: str, ran: bool
 ) -> None:
-    server = await connected_server(user)
+    server = await connected_server(chatee)
     add = tool_name(server["name"], "add")
-    session = await user.new_session(mcp_servers=[server["id"]], tool_policy={add: "approve"})
+    session = await new_session(chatee, mcp_servers=[server["id"]], tool_policy={add: "approve"})
     marker = uuid.uuid4().hex
     llm.llm.script(
         marker,
         [{"tool_calls": [{"id": "call_1", "name": add, "arguments": {"a": 1, "b": 1}}]}, "Done."],
     )
-    turn = asyncio.create_task(user.stream_turn(session["id"], f"add {marker}"))
-    request = (await user.events(session["id"], until="human.request", after="0"))[-1]["data"]
-    assert add in request["prompt"]
-    r = await user.request(
-        "POST",
-        f"/sessions/{session['id']}/human-reply",
-        json={"request_id": request["request_id"], "content": answer},
-    )
-    assert r.status_code == 202
+    turn = asyncio.create_task(turn_events(chatee, session.id, f"add {marker}"))
+    request = (await follow_until(chatee, session.id, "human.request"))[-1]
+    assert isinstance(request, HumanRequest)
+    assert add in request.prompt
+    await chatee.human_reply(session.id, request.request_id, answer)
     events = await asyncio.wait_for(turn, 30)
-    assert events[-1]["event"] == "turn.completed"
-    result = next(e["data"] for e in events if e["event"] == "tool.result")
-    assert result["is_error"] is (not ran)
-    assert ("tool.call" in [e["event"] for e in events]) is ran
+    assert isinstance(events[-1], TurnCompleted)
+    result = next(e for e in events if isinstance(e, ToolResult))
+    assert result.is_error is (not ran)
+    assert any(isinstance(e, ToolCall) for e in events) is ran
 
 
 async def test_a_tool_the_agent_does_not_have_gets_an_error_result(
-    user: Api, llm: LLMServerThread
+    chatee: ChateeClient, llm: LLMServerThread
 ) -> None:
-    session = await user.new_session()
+    session = await new_session(chatee)
     marker = uuid.uuid4().hex
     llm.llm.script(
         marker,
         [{"tool_calls": [{"id": "call_x", "name": "made_up", "arguments": {}}]}, "Sorry."],
     )
-    events = await user.stream_turn(session["id"], marker)
-    assert events[-1]["data"]["content"] == "Sorry."
-    result = next(e["data"] for e in events if e["event"] == "tool.result")
-    assert result["is_error"] and "no tool named made_up" in result["content"][0]["text"]
+    events = await turn_events(chatee, session.id, marker)
+    assert isinstance(events[-1], TurnCompleted)
+    assert events[-1].content == "Sorry."
+    result = next(e for e in events if isinstance(e, ToolResult))
+    assert result.is_error and "no tool named made_up" in result.content[0]["text"]
     sent = [r["body"] for r in llm.llm.requests if r["script"] == marker]
     tool_reply = next(m for m in sent[1]["messages"] if m["role"] == "tool")
     assert tool_reply["tool_call_id"] == "call_x"

@@ -21,8 +21,9 @@ from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client
 from websockets.asyncio.client import connect
 
+from chatee.client import TurnCompleted
 from chatee.devstack import free_port
-from tests.support import Api, Stack
+from tests.support import Stack, new_session, signed_up, turn_events
 
 
 async def register_namespace(client: Client, prefix: str) -> str:
@@ -109,14 +110,16 @@ async def scrape(client: httpx.AsyncClient, url: str) -> str:
 
 
 async def test_a_turn_shows_in_api_and_worker_metrics(observed: Observed) -> None:
-    async with httpx.AsyncClient(base_url=observed.stack.base, timeout=30) as http:
-        user = await Api.register(http)
-        session = await user.new_session()
+    async with (
+        httpx.AsyncClient(base_url=observed.stack.base, timeout=30) as http,
+        await signed_up(observed.stack.base) as chatee,
+    ):
+        session = await new_session(chatee)
         before_api = await scrape(http, "/metrics")
         before_worker = await scrape(http, observed.worker_metrics)
 
-        events = await user.stream_turn(session["id"], "how many tokens is this?")
-        assert events[-1]["event"] == "turn.completed"
+        events = await turn_events(chatee, session.id, "how many tokens is this?")
+        assert isinstance(events[-1], TurnCompleted)
 
         route = {"route": "/api/v1/chat/stream", "method": "POST", "status": "200"}
         counted = "chatee_http_requests_total"
@@ -130,7 +133,7 @@ async def test_a_turn_shows_in_api_and_worker_metrics(observed: Observed) -> Non
         assert value(api, "chatee_http_request_duration_seconds_count", **route) >= 1
         # a concrete path never becomes a label: the template does
         assert value(api, counted, route="/api/v1/sessions", method="POST", status="201") >= 1
-        assert f"/api/v1/sessions/{session['id']}" not in api
+        assert f"/api/v1/sessions/{session.id}" not in api
 
         # the turn is recorded by an activity on the worker; the scrape may race its finish
         for _ in range(50):
@@ -158,9 +161,13 @@ async def test_a_turn_shows_in_api_and_worker_metrics(observed: Observed) -> Non
 
 
 async def test_websocket_gauge_and_inline_fanout_lag(observed: Observed) -> None:
-    async with httpx.AsyncClient(base_url=observed.stack.base, timeout=30) as http:
-        alice, bob = await Api.register(http), await Api.register(http)
-        ws_url = observed.stack.base.replace("http", "ws") + f"/ws?token={bob.token}"
+    async with (
+        httpx.AsyncClient(base_url=observed.stack.base, timeout=30) as http,
+        await signed_up(observed.stack.base) as alice,
+        await signed_up(observed.stack.base) as bob,
+    ):
+        assert bob.tokens is not None
+        ws_url = observed.stack.base.replace("http", "ws") + f"/ws?token={bob.tokens.access_token}"
         lag = "chatee_fanout_lag_seconds_count"
         before = value(await scrape(http, "/metrics"), lag, path="inline")
         async with connect(ws_url) as ws:
@@ -170,17 +177,8 @@ async def test_websocket_gauge_and_inline_fanout_lag(observed: Observed) -> None
             assert value(text, "chatee_websocket_connections") >= 1
             open_now = value(text, "chatee_websocket_connections")
 
-            r = await alice.request(
-                "POST", "/conversations", json={"type": "private", "members": [bob.user_id]}
-            )
-            assert r.status_code == 201, r.text
-            cid = r.json()["id"]
-            r = await alice.request(
-                "POST",
-                f"/conversations/{cid}/messages",
-                json={"content": "hi bob", "client_msg_id": uuid.uuid4().hex},
-            )
-            assert r.status_code == 201, r.text
+            chat = await alice.create_conversation("private", [bob.user_id])
+            await alice.send_message(chat.id, "hi bob")
             assert value(await scrape(http, "/metrics"), lag, path="inline") > before
         for _ in range(50):  # the server notices the close on its own time
             closed = value(await scrape(http, "/metrics"), "chatee_websocket_connections")

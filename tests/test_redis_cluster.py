@@ -8,20 +8,39 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 from redis.asyncio import RedisCluster
 
 from chatee.bus import STREAM_GROUPS, EventBus, stream_key
+from chatee.client import (
+    ApiError,
+    Client,
+    ConversationMessage,
+    InboxItem,
+    Tokens,
+    TurnCompleted,
+    Unauthorized,
+)
 from chatee.config import Settings
-from chatee.devtools.api_client import Api
 from chatee.devtools.llm_server import LLMServerThread
 from chatee.devtools.processes import Stack
 from chatee.devtools.redis_cluster import RedisClusterProcesses
 from chatee.redis import connect_redis
-from tests.messaging_support import WsClient, all_messages, group, send, sync_all
+from tests.messaging_support import WsClient
+from tests.support import (
+    access_token,
+    follow_until,
+    new_session,
+    signed_up,
+    stored_messages,
+    turn_events,
+)
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -118,40 +137,66 @@ def cluster_stack(
     return stack
 
 
+async def all_messages(client: Client, conversation_id: str) -> list[ConversationMessage]:
+    """The conversation's messages, oldest first."""
+    items: list[ConversationMessage] = []
+    before: int | None = None
+    while True:
+        page = await client.history(conversation_id, before_seq=before, limit=200)
+        items += page.items
+        if page.next_before_seq is None:
+            return list(reversed(items))
+        before = page.next_before_seq
+
+
+async def sync_all(client: Client) -> list[InboxItem]:
+    """Every entry of the caller's inbox, following `next_after` while `has_more`."""
+    items: list[InboxItem] = []
+    after = 0
+    while True:
+        page = await client.sync(after=after, limit=200)
+        items += page.items
+        after = page.next_after
+        if not page.has_more:
+            return items
+
+
 async def test_auth_revocation_rate_limits_and_a_resumed_turn_on_a_cluster(
     cluster_stack: Stack, llm: LLMServerThread
 ) -> None:
-    async with httpx.AsyncClient(base_url=cluster_stack.base, timeout=60) as http:
-        # auth: a logged-out token is refused (the deny-list check spans slots)
-        api = await Api.register(http)
-        assert (await api.request("GET", "/agents")).status_code == 200
-        out = await http.post("/api/v1/auth/logout", headers=api.headers)
-        assert out.status_code in (200, 204), out.text
-        assert (await api.request("GET", "/agents")).status_code == 401
+    base = cluster_stack.base
+    # auth: a logged-out token is refused (the deny-list check spans slots)
+    async with await signed_up(base, timeout=60) as chatee:
+        await chatee.agents()
+        assert chatee.tokens is not None
+        # the access token alone: no refresh token to renew it with after the 401
+        access = Tokens(chatee.tokens.user_id, chatee.tokens.access_token)
+        await chatee.logout()
+    async with Client(base, tokens=access, timeout=60) as logged_out:
+        with pytest.raises(Unauthorized):
+            await logged_out.agents()
 
-        # the per-IP auth budget (a Lua script on one key) limits and answers 429
-        statuses = []
+    # the per-IP auth budget (a Lua script on one key) limits and answers 429
+    statuses = []
+    proxied = {"X-Forwarded-For": "198.18.7.7"}  # a client address of its own
+    async with httpx.AsyncClient(base_url=base, timeout=60, headers=proxied) as http:
+        nobody = Client(base, http=http)
         for _ in range(12):
-            r = await http.post(
-                "/api/v1/auth/login",
-                json={"username": "nobody", "password": "wrong password"},
-                headers={"X-Forwarded-For": "198.18.7.7"},
-            )
-            statuses.append(r.status_code)
-        assert 429 in statuses and statuses.index(429) >= 5
+            with pytest.raises(ApiError) as refused:
+                await nobody.login("nobody", "wrong password")
+            statuses.append(refused.value.status)
+    assert 429 in statuses and statuses.index(429) >= 5
 
-        # an agent turn streamed over SSE, then the session's events resumed from the middle
-        api = await Api.register(http)
-        session = await api.new_session()
+    # an agent turn streamed over SSE, then the session's events resumed from the middle
+    async with await signed_up(base, timeout=60) as chatee:
+        session = await new_session(chatee)
         llm.llm.script("cluster hello", ["Hello from a cluster."])
-        events = await api.stream_turn(session["id"], "cluster hello")
-        assert events[-1]["event"] == "turn.completed"
-        assert events[-1]["data"]["content"] == "Hello from a cluster."
-        middle = events[len(events) // 2]
-        resumed = await api.events(
-            session["id"], "turn.completed", headers={"Last-Event-ID": middle["id"]}
-        )
-        assert [e["id"] for e in resumed] == [e["id"] for e in events[len(events) // 2 + 1 :]]
+        events = await turn_events(chatee, session.id, "cluster hello")
+        assert isinstance(events[-1], TurnCompleted)
+        assert events[-1].content == "Hello from a cluster."
+        middle = len(events) // 2
+        resumed = await follow_until(chatee, session.id, "turn.completed", after=events[middle].id)
+        assert [e.id for e in resumed] == [e.id for e in events[middle + 1 :]]
 
 
 async def test_group_chat_across_two_apis_on_a_cluster(
@@ -162,24 +207,24 @@ async def test_group_chat_across_two_apis_on_a_cluster(
     other.start_api()
     try:
         async with (
-            httpx.AsyncClient(base_url=cluster_stack.base, timeout=60) as one,
-            httpx.AsyncClient(base_url=other.base, timeout=60) as two,
+            await signed_up(cluster_stack.base, timeout=60) as alice,
+            await signed_up(other.base, timeout=60) as bob,
         ):
-            alice, bob = await Api.register(one), await Api.register(two)
-            agent = await alice.create_agent(name="helper")
-            chat = await group(alice, [bob])
-            members = {"members": [agent["id"]]}
-            r = await alice.request("POST", f"/conversations/{chat['id']}/members", json=members)
-            assert r.status_code in (200, 201), r.text
-            alice_ws = await WsClient(cluster_stack.base, alice.token).connect(after=0)
-            bob_ws = await WsClient(other.base, bob.token).connect(after=0)
+            agent = await alice.create_agent(
+                "helper", system_prompt="You are helpful.", model="scripted"
+            )
+            chat = await alice.create_conversation("group", [bob.user_id], title="team")
+            members = {"members": [agent.id]}
+            await alice.request("POST", f"/conversations/{chat.id}/members", json=members)
+            alice_ws = await WsClient(cluster_stack.base, access_token(alice)).connect(after=0)
+            bob_ws = await WsClient(other.base, access_token(bob)).connect(after=0)
             try:
                 # presence (a user's keys share a slot: one transaction) and typing
                 online = await alice_ws.wait_for(
                     lambda f: f["type"] == "presence" and f["user_id"] == bob.user_id
                 )
                 assert online["status"] == "online"
-                await bob_ws.send({"type": "typing", "conversation_id": chat["id"]})
+                await bob_ws.send({"type": "typing", "conversation_id": chat.id})
                 typing = await alice_ws.wait_for(lambda f: f["type"] == "typing")
                 assert typing["user_id"] == bob.user_id
 
@@ -187,26 +232,26 @@ async def test_group_chat_across_two_apis_on_a_cluster(
                 acked = await alice_ws.request(
                     {
                         "type": "message.send",
-                        "conversation_id": chat["id"],
+                        "conversation_id": chat.id,
                         "content": "hi bob",
                         "client_msg_id": "c1",
                     }
                 )
                 assert acked["type"] == "message.ack"
-                await send(bob, chat["id"], "hi alice")
+                await bob.send_message(chat.id, "hi alice")
                 marker = uuid.uuid4().hex
                 llm.llm.script(marker, [f"agent reply {marker}"])
-                await send(bob, chat["id"], f"@helper {marker}")
+                await bob.send_message(chat.id, f"@helper {marker}")
                 reply = f"agent reply {marker}"
                 for _ in range(300):  # the agent answers into the conversation
-                    if reply in [m["content"] for m in await all_messages(bob, chat["id"])]:
+                    if reply in [m.content for m in await all_messages(bob, chat.id)]:
                         break
                     await asyncio.sleep(0.2)
                 for socket in (alice_ws, bob_ws):
                     await socket.wait_inbox(4)
                     assert socket.dupes == [] and socket.gaps == []
-                synced = [i for i in await sync_all(bob) if i.get("kind", "message") == "message"]
-                assert [i["message"]["content"] for i in synced][-4:] == [
+                synced = [i for i in await sync_all(bob) if i.kind == "message"]
+                assert [i.message.content for i in synced][-4:] == [
                     "hi bob",
                     "hi alice",
                     f"@helper {marker}",
@@ -214,18 +259,29 @@ async def test_group_chat_across_two_apis_on_a_cluster(
                 ]
 
                 # a read marker reaches the reader's other devices
-                last = (await all_messages(alice, chat["id"]))[-1]["seq"]
-                r = await alice.request(
-                    "POST", f"/conversations/{chat['id']}/read", json={"seq": last}
-                )
-                assert r.status_code in (200, 204), r.text
-                listed = {c["id"]: c for c in (await alice.request("GET", "/conversations")).json()}
-                assert listed[chat["id"]]["unread"] == 0
+                last = (await all_messages(alice, chat.id))[-1].seq
+                await alice.mark_read(chat.id, last)
+                listed = {c.id: c for c in await alice.conversations()}
+                assert listed[chat.id].unread == 0
             finally:
                 await alice_ws.close()
                 await bob_ws.close()
     finally:
         other.stop()
+
+
+async def until_answered(send: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+    """`send` again (with the same `client_msg_id`) until the API answers below 500."""
+    for _ in range(300):
+        try:
+            return await send(*args, **kwargs)
+        except httpx.TransportError:
+            pass
+        except ApiError as error:
+            if error.status < 500:
+                raise
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{send.__name__}{args} never answered")
 
 
 async def test_a_primary_killed_mid_traffic_loses_and_doubles_nothing(
@@ -234,42 +290,30 @@ async def test_a_primary_killed_mid_traffic_loses_and_doubles_nothing(
     """Sends and a turn while a primary is SIGKILLed: clients resend with the same
     `client_msg_id` until answered, as the contract asks; afterwards every message is there
     once, in order, the socket saw each once, and the turn answered once."""
-    async with httpx.AsyncClient(base_url=cluster_stack.base, timeout=60) as http:
-        alice, bob = await Api.register(http), await Api.register(http)
-        chat = await group(alice, [bob])
-        bob_ws = await WsClient(cluster_stack.base, bob.token).connect(after=0)
-        session = await alice.new_session()
+    async with (
+        await signed_up(cluster_stack.base, timeout=60) as alice,
+        await signed_up(cluster_stack.base, timeout=60) as bob,
+    ):
+        chat = await alice.create_conversation("group", [bob.user_id], title="team")
+        bob_ws = await WsClient(cluster_stack.base, access_token(bob)).connect(after=0)
+        session = await new_session(alice)
         marker = uuid.uuid4().hex
         # a step retried across the failover generates again: the same answer each time
         llm.llm.script(marker, [{"text": f"answered {marker}", "delay_ms": 2000}] * 5)
 
-        async def until_answered(method: str, path: str, body: dict) -> httpx.Response:
-            for _ in range(300):
-                try:
-                    r = await alice.request(method, path, json=body)
-                    if r.status_code < 500:
-                        return r
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.2)
-            raise AssertionError(f"{path} never answered")
-
         async def sends() -> None:
             for n in range(60):
-                body = {"content": f"m{n}", "client_msg_id": f"m{n}-{marker}"}
-                r = await until_answered("POST", f"/conversations/{chat['id']}/messages", body)
-                assert r.status_code == 201, r.text
+                msg_id = f"m{n}-{marker}"
+                await until_answered(alice.send_message, chat.id, f"m{n}", client_msg_id=msg_id)
                 await asyncio.sleep(0.05)
 
         traffic = asyncio.create_task(sends())
-        body = {"session_id": session["id"], "content": marker, "client_msg_id": marker}
-        turn = await until_answered("POST", "/chat/send", body)
-        assert turn.status_code == 202, turn.text
+        await until_answered(alice.send, session.id, marker, client_msg_id=marker)
         await asyncio.sleep(1)
         redis_cluster.kill(redis_cluster.failover_candidate())  # mid-traffic, mid-turn
         await asyncio.wait_for(traffic, 120)
         try:
-            contents = [m["content"] for m in await all_messages(alice, chat["id"])]
+            contents = [m.content for m in await all_messages(alice, chat.id)]
             assert contents == [f"m{n}" for n in range(60)]
             await bob_ws.wait_inbox(60, within=90)  # the reconcile fills what pub/sub lost
             assert bob_ws.dupes == [] and bob_ws.gaps == []
@@ -277,8 +321,8 @@ async def test_a_primary_killed_mid_traffic_loses_and_doubles_nothing(
             await bob_ws.close()
 
         async def replies() -> list[str]:
-            stored = await alice.messages(session["id"])
-            return [m["content"] for m in stored if m["role"] == "assistant"]
+            stored = await stored_messages(alice, session.id)
+            return [m.content for m in stored if m.role == "assistant"]
 
         for _ in range(300):
             if await replies():

@@ -12,18 +12,28 @@ the response: register / login / refresh answers).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from httpx_sse import aconnect_sse
 
+from chatee.client import (
+    ApiError,
+    Client,
+    Tokens,
+    ToolResult,
+    TurnCompleted,
+    TurnEvent,
+    TurnFailed,
+    Unauthorized,
+)
 from chatee.devtools.llm_server import LLMServerThread
 from chatee.mcp import tool_name
 from tests.messaging_support import WsClient
-from tests.support import Api, Stack
+from tests.support import Stack, follow_until, new_session, stored_messages, turn_events
 
 MCP_SECRET = "mcp-hdr-" + uuid.uuid4().hex
 PASSWORD = "pw-" + uuid.uuid4().hex
@@ -57,31 +67,34 @@ class Recorder:
         self.seen.append((where, response.text))
 
 
+def recorded(events: list[TurnEvent]) -> str:
+    """Streamed events as the text they came in, for the scan."""
+    return json.dumps([dataclasses.asdict(e) for e in events])
+
+
 async def test_no_secret_in_any_log_or_response(
     stack: Stack, stack_env: dict[str, str], llm: LLMServerThread, demo_server: str
 ) -> None:
     recorder = Recorder()
     issued: list[str] = []
+
+    def keep(tokens: Tokens | None) -> None:
+        if tokens is not None:
+            issued.extend([tokens.access_token, tokens.refresh_token or ""])
+
     hooks = {"response": [recorder.hook]}
-    async with httpx.AsyncClient(base_url=stack.base, timeout=60, event_hooks=hooks) as http:
-        # register, log in (one wrong password first), refresh
+    async with (
+        httpx.AsyncClient(base_url=stack.base, timeout=60, event_hooks=hooks) as http,
+        Client(stack.base, on_tokens=keep, http=http) as chatee,
+    ):
+        # register, log in (one wrong password first), refresh; `keep` collects every token
         username = f"scan-{uuid.uuid4().hex[:8]}"
-        creds = {"username": username, "password": PASSWORD}
-        r = await http.post("/api/v1/auth/register", json=creds)
-        assert r.status_code == 201, r.text
-        issued += [r.json()["token"], r.json().get("refresh_token", "")]
-        bad = await http.post("/api/v1/auth/login", json={**creds, "password": WRONG_PASSWORD})
-        assert bad.status_code == 401
-        r = await http.post("/api/v1/auth/login", json=creds)
-        assert r.status_code == 200
-        issued += [r.json()["token"], r.json().get("refresh_token", "")]
-        if r.json().get("refresh_token"):
-            fresh = await http.post(
-                "/api/v1/auth/refresh", json={"refresh_token": r.json()["refresh_token"]}
-            )
-            assert fresh.status_code == 200, fresh.text
-            issued += [fresh.json()["token"], fresh.json()["refresh_token"]]
-        api = Api(http, issued[-2], r.json()["user_id"])
+        await chatee.register(username, PASSWORD)
+        with pytest.raises(Unauthorized):
+            await chatee.login(username, WRONG_PASSWORD)
+        await chatee.login(username, PASSWORD)
+        await chatee.refresh()
+        assert len(issued) == 6  # three pairs, all scanned for below
 
         # an MCP server with a secret header: stored, masked, used
         body = {
@@ -90,33 +103,27 @@ async def test_no_secret_in_any_log_or_response(
             "url": demo_server,
             "headers": {"Authorization": f"Bearer {MCP_SECRET}"},
         }
-        r = await api.request("POST", "/mcp/servers", json=body)
-        assert r.status_code == 201, r.text
-        server = r.json()
+        server = await chatee.request("POST", "/mcp/servers", json=body)
         assert server["headers"] == {"Authorization": "***"}
-        assert (await api.request("GET", f"/mcp/servers/{server['id']}")).json()["headers"] == {
-            "Authorization": "***"
-        }
-        r = await api.request("POST", f"/mcp/servers/{server['id']}/connect")
-        assert r.status_code == 200, r.text
-        r = await api.request(
-            "POST",
-            f"/mcp/servers/{server['id']}/tools/echo/call",
-            json={"arguments": {"text": "hi"}},
+        path = f"/mcp/servers/{server['id']}"
+        assert (await chatee.request("GET", path))["headers"] == {"Authorization": "***"}
+        await chatee.request("POST", f"{path}/connect")
+        called = await chatee.request(
+            "POST", f"{path}/tools/echo/call", json={"arguments": {"text": "hi"}}
         )
-        assert r.status_code == 200 and r.json()["is_error"] is False, r.text
+        assert called["is_error"] is False, called
         # a server that refuses our header: its error must not quote the header back
         wrong = {
             **body,
             "name": "scan-wrong",
             "headers": {"Authorization": f"Bearer x{MCP_SECRET}"},
         }
-        r = await api.request("POST", "/mcp/servers", json=wrong)
-        r = await api.request("POST", f"/mcp/servers/{r.json()['id']}/connect")
-        assert r.status_code >= 400
+        refusing = await chatee.request("POST", "/mcp/servers", json=wrong)
+        with pytest.raises(ApiError):
+            await chatee.request("POST", f"/mcp/servers/{refusing['id']}/connect")
 
         # an agent turn that calls the tool through the worker, and one whose LLM call fails
-        session = await api.new_session(mcp_servers=[server["id"]])
+        session = await new_session(chatee, mcp_servers=[server["id"]])
         marker, failing = uuid.uuid4().hex, uuid.uuid4().hex
         key = stack_env["CHATEE_LLM_OPENAI_API_KEY"]
         llm.llm.script(
@@ -130,28 +137,20 @@ async def test_no_secret_in_any_log_or_response(
             failing,
             [{"error": {"status": 401, "message": f"Incorrect API key provided: {key}"}}] * 5,
         )
-        events = await api.stream_turn(session["id"], f"use the tool {marker}")
-        recorder.seen.append(("POST /chat/stream", json.dumps(events)))
-        assert events[-1]["event"] == "turn.completed", events[-1]
-        assert any(e["event"] == "tool.result" for e in events)
-        events = await api.stream_turn(session["id"], f"this one fails {failing}")
-        recorder.seen.append(("POST /chat/stream", json.dumps(events)))
-        assert events[-1]["event"] == "turn.failed", events[-1]
-        async with aconnect_sse(  # the session's whole event stream, replayed
-            http,
-            "GET",
-            f"/api/v1/sessions/{session['id']}/events",
-            params={"after": "0"},
-            headers=api.headers,
-        ) as source:
-            async for sse in source.aiter_sse():
-                recorder.seen.append(("SSE replay", sse.data))
-                if sse.event == "turn.failed":
-                    break
-        await api.messages(session["id"])
+        events = await turn_events(chatee, session.id, f"use the tool {marker}")
+        recorder.seen.append(("POST /chat/stream", recorded(events)))
+        assert isinstance(events[-1], TurnCompleted), events[-1]
+        assert any(isinstance(e, ToolResult) for e in events)
+        events = await turn_events(chatee, session.id, f"this one fails {failing}")
+        recorder.seen.append(("POST /chat/stream", recorded(events)))
+        assert isinstance(events[-1], TurnFailed), events[-1]
+        replay = await follow_until(chatee, session.id, "turn.failed")  # the whole stream
+        recorder.seen.append(("SSE replay", recorded(replay)))
+        await stored_messages(chatee, session.id)
 
-        # a WebSocket with the token in its query string
-        sock = await WsClient(stack.base, api.token).connect()
+        # a WebSocket with the token in its query string (the SDK's own socket sends a header)
+        assert chatee.tokens is not None
+        sock = await WsClient(stack.base, chatee.tokens.access_token).connect()
         try:
             pong = await sock.request({"type": "ping"})
             assert pong["type"] == "pong"

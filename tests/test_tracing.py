@@ -10,10 +10,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-import httpx
-from httpx_sse import aconnect_sse
-
-from tests.support import Api
+from chatee.client import TurnCompleted
+from tests.support import signed_up
 from tests.test_metrics import Observed, observed  # noqa: F401  (the shared observed stack)
 
 
@@ -29,24 +27,15 @@ async def test_one_turn_is_one_trace_from_request_to_llm_call(
 ) -> None:
     trace_id = secrets.token_hex(16)
     traceparent = {"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
-    async with httpx.AsyncClient(base_url=observed.stack.base, timeout=30) as http:
-        user = await Api.register(http)
-        agent = await user.create_agent()
-        r = await user.request(
-            "POST", "/sessions", json={"agent_id": agent["id"]}, headers=traceparent
+    async with await signed_up(observed.stack.base) as chatee:
+        agent = await chatee.create_agent(
+            "helper", system_prompt="You are helpful.", model="scripted"
         )
-        assert r.status_code == 201, r.text
-        session = r.json()
-        async with aconnect_sse(
-            http,
-            "POST",
-            "/api/v1/chat/stream",
-            json={"session_id": session["id"], "content": "trace me"},
-            headers={**user.headers, **traceparent},
-        ) as source:
-            events = [sse async for sse in source.aiter_sse() if sse.data]
-    assert events[-1].event == "turn.completed"
-    turn_id = json.loads(events[-1].data)["turn_id"]
+        chatee.http.headers.update(traceparent)  # from here on, requests carry the client's trace
+        session = await chatee.create_session(agent.id)
+        turn = await chatee.stream_turn(session.id, "trace me").run()
+    assert isinstance(turn.final, TurnCompleted)
+    turn_id = turn.final.turn_id
 
     api_file = Path(str(observed.traces).replace("{service}", "chatee-api"))
     worker_file = Path(str(observed.traces).replace("{service}", "chatee-worker"))

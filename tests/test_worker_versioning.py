@@ -13,15 +13,23 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.workflowservice.v1 import SetWorkerDeploymentCurrentVersionRequest
 from temporalio.client import Client
 from temporalio.worker import Replayer
 
+from chatee.client import TurnCompleted
 from chatee.devstack import free_port
-from tests.support import Api, ChateeProcess, Stack, wait_http, wait_log
+from tests.support import (
+    ChateeProcess,
+    Stack,
+    new_session,
+    signed_up,
+    stored_messages,
+    wait_http,
+    wait_log,
+)
 from tests.test_metrics import register_namespace
 from workflows.agent_session import AgentSession
 from workflows.agent_task import AgentTask
@@ -68,11 +76,10 @@ async def test_a_session_started_on_v1_finishes_on_v2(
     wait_log(v2, "workers started", timeout=START_TIMEOUT)
 
     client = await Client.connect(temporal_address, namespace=namespace)
-    async with httpx.AsyncClient(base_url=stack.base, timeout=60) as http:
-        user = await Api.register(http)
-        session = await user.new_session()
-        first = await user.stream_turn(session["id"], "first, on v1")
-        assert first[-1]["event"] == "turn.completed", first[-1]
+    async with await signed_up(stack.base, timeout=60) as chatee:
+        session = await new_session(chatee)
+        first = await chatee.stream_turn(session.id, "first, on v1").run()
+        assert first.completed, first.final
 
         # the upgrade: v2 becomes the deployment's current version, v1 is retired
         await client.workflow_service.set_worker_deployment_current_version(
@@ -82,14 +89,14 @@ async def test_a_session_started_on_v1_finishes_on_v2(
         )
         v1.stop()
 
-        second = await user.stream_turn(session["id"], "second, on v2")
-        assert second[-1]["event"] == "turn.completed", second[-1]
-        assert second[-1]["data"]["content"] == "echo: second, on v2"
-        messages = await user.messages(session["id"])
-    assert [m["role"] for m in reversed(messages)] == ["user", "assistant"] * 2
+        second = await chatee.stream_turn(session.id, "second, on v2").run()
+        assert isinstance(second.final, TurnCompleted), second.final
+        assert second.final.content == "echo: second, on v2"
+        messages = await stored_messages(chatee, session.id)
+    assert [m.role for m in reversed(messages)] == ["user", "assistant"] * 2
     assert "GenerateReply" in v1.log() and "GenerateReply" in v2.log()
 
-    handle = client.get_workflow_handle(session["workflow_id"])
+    handle = client.get_workflow_handle(session.workflow_id)
     history = await handle.fetch_history()
     builds = {
         event.workflow_task_completed_event_attributes.deployment_version.build_id

@@ -85,6 +85,16 @@ class StepCompleted(TurnEvent):
     def result(self) -> str | None:
         return self.data.get("result")
 
+    @property
+    def citations(self) -> list[dict[str, Any]]:
+        """An `AG_RAG` step's passages: document, chunk, offsets, score."""
+        return list(self.data.get("citations") or [])
+
+    @property
+    def choice(self) -> str | None:
+        """An `AG_SELF_DECIDE` step's chosen option."""
+        return self.data.get("choice")
+
 
 @dataclass(frozen=True)
 class StepRetry(TurnEvent):

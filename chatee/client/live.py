@@ -22,7 +22,7 @@ from chatee.client.errors import ChateeClientError, RateLimited, Unauthorized, U
 from chatee.client.models import InboxItem, Tokens
 
 if TYPE_CHECKING:
-    from chatee.client.client import Client
+    from chatee.client.conversations import ConversationsApi
 
 UNAUTHORIZED = 4401  # the server's close code for a missing, invalid or revoked token
 
@@ -42,7 +42,11 @@ class Live:
     `inbox_seq` handed out — keep it to start from there next time."""
 
     def __init__(
-        self, client: Client, after: int = 0, session_id: str | None = None, max_delay: float = 5
+        self,
+        client: ConversationsApi,
+        after: int = 0,
+        session_id: str | None = None,
+        max_delay: float = 5,
     ) -> None:
         self.client = client
         self.cursor = after

@@ -98,13 +98,30 @@ class Session(Model):
     state: SessionState | None = None
 
 
+class ToolCallRecord(Model):
+    """A tool call an assistant message asked for; `arguments` is JSON text, as the model
+    wrote it."""
+
+    id: str
+    name: str
+    arguments: str
+
+
 class SessionMessage(Model):
+    """A stored message of a session. An assistant message that asked for tools has
+    `tool_calls`; a tool message has `tool_call_id` and `name`; a reply that drew on a
+    knowledge base has its `citations`."""
+
     id: str
     role: str
     content: str
     turn_id: str
     created_at: datetime
     usage: dict[str, Any] | None = None
+    tool_calls: list[ToolCallRecord] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+    citations: list[dict[str, Any]] | None = None
 
 
 class SessionMessagePage(Model):
@@ -129,8 +146,19 @@ class Conversation(Model):
     last_read_seq: int = 0
     unread: int = 0
     role: str | None = None
+    created_by: str | None = None
     created_at: datetime | None = None
     last_message_at: datetime | None = None
+
+
+class Member(Model):
+    """Someone in a conversation: a person (`kind` "user") or an agent; `role` is owner,
+    admin or member."""
+
+    id: str
+    kind: str = "user"
+    role: str = "member"
+    name: str = ""
 
 
 class ConversationMessage(Model):
@@ -179,3 +207,155 @@ class SyncPage(Model):
     items: list[InboxItem]
     next_after: int
     has_more: bool
+
+
+# -- people and accounts ------------------------------------------------------------------------
+
+
+class Presence(Model):
+    user_id: str
+    status: str  # online | offline
+    last_seen: datetime | None = None
+
+
+class ApiKey(Model):
+    """A key of the caller's; `prefix` tells keys apart (the secret is never shown again)."""
+
+    id: str
+    name: str
+    prefix: str
+    scopes: list[str] = []
+    created_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+class NewApiKey(ApiKey):
+    """What `create_api_key` answers: the key with its secret `key`, shown this once."""
+
+    key: str
+
+
+# -- knowledge bases and memory -----------------------------------------------------------------
+
+
+class KnowledgeBase(Model):
+    id: str
+    name: str
+    description: str = ""
+    documents: int = 0  # how many documents it holds
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class Progress(Model):
+    chunks_total: int = 0
+    chunks_embedded: int = 0
+
+
+class Document(Model):
+    """An uploaded document; `status` is pending, processing, ready (searchable) or failed
+    (`error` says why; `retry_document`)."""
+
+    id: str
+    knowledge_base_id: str
+    name: str
+    media_type: str = ""
+    status: str
+    error: str | None = None
+    version: int = 1
+    size_bytes: int = 0
+    content_hash: str = ""
+    progress: Progress = Progress()
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def settled(self) -> bool:
+        """Ingestion is over, one way or the other."""
+        return self.status in ("ready", "failed")
+
+
+class SearchHit(Model):
+    """A passage retrieval found: `text` is `start`:`end` of the document's text; `score`
+    fuses the lexical and vector ranks (each None when that retriever missed it)."""
+
+    chunk_id: str
+    document_id: str
+    document_name: str
+    ordinal: int
+    start: int
+    end: int
+    text: str
+    score: float
+    lexical_rank: int | None = None
+    vector_rank: int | None = None
+    similarity: float | None = None
+
+
+class AgentKnowledgeBases(Model):
+    """The knowledge bases an agent's AG_RAG steps search."""
+
+    agent_id: str
+    knowledge_base_ids: list[str] = []
+
+
+class MemoryEntry(Model):
+    """What an agent remembers: on its own (`scope` "agent", for all its users) or about the
+    caller ("user")."""
+
+    id: str
+    agent_id: str
+    key: str
+    value: str
+    scope: str
+    updated_at: datetime | None = None
+
+
+# -- MCP servers --------------------------------------------------------------------------------
+
+
+class McpServer(Model):
+    """A registered MCP server. `headers` has the names only (values read `***`); `status` is
+    registered, connected or error; `tools_count` is None until its tools were fetched."""
+
+    id: str
+    name: str
+    transport: str
+    url: str | None = None
+    command: str | None = None
+    args: list[str] = []
+    headers: dict[str, str] = {}
+    tool_policy: dict[str, str] = {}
+    status: str = "registered"
+    server_info: dict[str, Any] | None = None
+    tools_count: int | None = None
+    tools_refreshed_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class McpConnection(Model):
+    """What `connect_mcp_server` found."""
+
+    status: str
+    server_info: dict[str, Any] = {}
+    tools_count: int = 0
+
+
+class McpTool(Model):
+    name: str
+    description: str = ""
+    input_schema: dict[str, Any] = {}
+
+
+class McpToolResult(Model):
+    """A tool's answer; a tool that failed on its own says so with `is_error` (not raised)."""
+
+    content: list[dict[str, Any]] = []
+    structured_content: Any = None
+    is_error: bool = False
+
+    @property
+    def text(self) -> str:
+        """The text parts of `content`, joined."""
+        return "".join(str(c.get("text", "")) for c in self.content if c.get("type") == "text")

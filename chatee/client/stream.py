@@ -34,7 +34,7 @@ from chatee.client.events import (
 )
 
 if TYPE_CHECKING:
-    from chatee.client.client import Client
+    from chatee.client.base import BaseClient
 
 # the API pings every 15 s; a connection silent for longer than this is dead
 STREAM_TIMEOUT = httpx.Timeout(10, read=45)
@@ -64,7 +64,7 @@ class TurnStream:
 
     def __init__(
         self,
-        client: Client,
+        client: BaseClient,
         session_id: str,
         content: str,
         client_msg_id: str | None = None,

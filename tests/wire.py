@@ -1,22 +1,23 @@
-"""A logged-in user of the HTTP API, for the suite and the benchmarks: register, create agents
-and sessions, run turns over SSE.
-
-`httpx-sse` (the `dev` extra) is imported only by the streaming methods, so the rest works
-with the product's own dependencies.
-"""
+"""The HTTP API over raw httpx, for the tests whose subject is the wire itself: exact status
+codes, headers, problem+json bodies, SSE framing. Everything else talks through the SDK
+(`chatee.client`), as a user would."""
 
 from __future__ import annotations
 
 import json
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+from httpx_sse import aconnect_sse
+
+if TYPE_CHECKING:
+    from chatee.client import Client
 
 
 class Api:
-    """A logged-in user of the HTTP API."""
+    """A logged-in user of the HTTP API, on raw httpx."""
 
     def __init__(self, client: httpx.AsyncClient, token: str, user_id: str) -> None:
         self.client = client
@@ -33,6 +34,12 @@ class Api:
         assert r.status_code == 201, r.text
         body = r.json()
         return cls(client, body["token"], body["user_id"])
+
+    @classmethod
+    def of(cls, client: Client) -> Api:
+        """The same login as an SDK client, on its connection."""
+        assert client.tokens is not None
+        return cls(client.http, client.tokens.access_token, client.tokens.user_id)
 
     async def request(
         self, method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any
@@ -64,8 +71,6 @@ class Api:
         self, session_id: str, content: str, **extra: Any
     ) -> list[dict[str, Any]]:
         """POST /chat/stream and collect its SSE events until the stream ends."""
-        from httpx_sse import aconnect_sse
-
         body = {"session_id": session_id, "content": content, **extra}
         events = []
         async with aconnect_sse(
@@ -85,8 +90,6 @@ class Api:
         **params: str,
     ) -> list[dict[str, Any]]:
         """GET /sessions/{id}/events until an event named `until` (or matching it) arrives."""
-        from httpx_sse import aconnect_sse
-
         done = until if callable(until) else (lambda e: e["event"] == until)
         events = []
         async with aconnect_sse(
