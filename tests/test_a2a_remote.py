@@ -503,10 +503,7 @@ async def test_an_agent_calls_another_users_chatee_agent_over_a2a(
     expert = await other_chatee.create_agent(
         "expert", model="scripted", chain=[{"type": "AG_ACCEPT", "text": "Use a B-tree."}]
     )
-    made = await other_chatee.request(
-        "POST", "/api-keys", json={"name": "for A", "scopes": ["chat"]}
-    )
-    key = made["key"]
+    key = (await other_chatee.create_api_key("for A", ["chat"])).key
     url = f"{stack.base}/a2a/agents/{expert.id}"
     chain = [
         {"type": "AG_CALL_AG", "a2a_url": url, "headers": {"Authorization": f"Bearer {key}"}},

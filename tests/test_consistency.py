@@ -56,7 +56,7 @@ async def test_one_timestamp_format_on_every_rest_route(
     session = await new_session(chatee)
     events = await turn_events(chatee, session.id, "hi")
     assert isinstance(events[-1], TurnCompleted)
-    await chatee.request("POST", "/api-keys", json={"name": "k", "scopes": ["chat"]})
+    await chatee.create_api_key("k", ["chat"])
     assert other_chatee.user_id is not None
     await chatee.create_conversation("group", [other_chatee.user_id])
     await seen_online(other_chatee)  # presence has a last_seen
@@ -115,16 +115,10 @@ async def test_malformed_json_names_the_position_in_words(http: httpx.AsyncClien
 
 async def test_every_422_carries_errors(user: Api, other_chatee: Client) -> None:
     theirs = (
-        await other_chatee.request(
-            "POST",
-            "/mcp/servers",
-            json={
-                "name": "theirs",
-                "transport": "streamable_http",
-                "url": "http://127.0.0.1:9/mcp",
-            },
+        await other_chatee.create_mcp_server(
+            "theirs", "streamable_http", url="http://127.0.0.1:9/mcp"
         )
-    )["id"]
+    ).id
 
     # a domain rule (the core's Invalid), not the request's shape
     r = await user.request("POST", "/agents", json={"name": "a", "mcp_servers": [theirs]})

@@ -34,6 +34,7 @@ from chatee.bus import EventBus
 from chatee.client import (
     ApiError,
     HumanRequest,
+    McpToolResult,
     NotFound,
     ToolCall,
     ToolResult,
@@ -41,6 +42,7 @@ from chatee.client import (
     Unavailable,
 )
 from chatee.client import Client as ChateeClient
+from chatee.client import McpServer as ChateeMcpServer
 from chatee.config import Settings, load_settings
 from chatee.db import create_engine, session_factory
 from chatee.devstack import free_port, port_open
@@ -140,25 +142,6 @@ def server_body(transport: str, demo_http: dict[str, DemoServer], **extra: Any) 
     url = demo_http["sse" if transport == "sse" else "streamable-http"].url
     headers = {"Authorization": f"Bearer {DEMO_TOKEN}", **extra.pop("headers", {})}
     return {"name": name, "transport": transport, "url": url, "headers": headers, **extra}
-
-
-async def register(chatee: ChateeClient, body: dict[str, Any]) -> dict[str, Any]:
-    """A new MCP server of `chatee`'s (the SDK has no method of its own for the registry)."""
-    return await chatee.request("POST", "/mcp/servers", json=body)
-
-
-async def connect(chatee: ChateeClient, server_id: str) -> dict[str, Any]:
-    return await chatee.request("POST", f"/mcp/servers/{server_id}/connect")
-
-
-async def server_tools(chatee: ChateeClient, server_id: str) -> list[dict[str, Any]]:
-    return (await chatee.request("GET", f"/mcp/servers/{server_id}/tools"))["tools"]
-
-
-async def call(chatee: ChateeClient, server_id: str, tool: str, **arguments: Any) -> Any:
-    """The tool's result; a refusal (unknown tool, timeout, server down) raises."""
-    path = f"/mcp/servers/{server_id}/tools/{tool}/call"
-    return await chatee.request("POST", path, json={"arguments": arguments})
 
 
 @pytest.fixture(scope="module")
@@ -308,12 +291,12 @@ async def test_registry_crud_is_per_user_and_never_returns_secrets(
     demo_http: dict[str, DemoServer],
 ) -> None:
     body = server_body("streamable_http", demo_http)
-    created = await register(chatee, body)
-    sid = created["id"]
-    assert created["headers"] == {"Authorization": "***"}
-    assert created["status"] == "registered" and created["tools_count"] is None
-    assert (await chatee.request("GET", f"/mcp/servers/{sid}"))["name"] == body["name"]
-    assert [s["id"] for s in await chatee.request("GET", "/mcp/servers")] == [sid]
+    created = await chatee.create_mcp_server(**body)
+    sid = created.id
+    assert created.headers == {"Authorization": "***"}
+    assert created.status == "registered" and created.tools_count is None
+    assert (await chatee.mcp_server(sid)).name == body["name"]
+    assert [s.id for s in await chatee.mcp_servers()] == [sid]
 
     stranger = Api.of(other_chatee)  # the refusals' status and content type
     for method, path in [("GET", ""), ("PUT", ""), ("DELETE", ""), ("POST", "/connect"),
@@ -324,14 +307,16 @@ async def test_registry_crud_is_per_user_and_never_returns_secrets(
         r = await stranger.request(method, f"/mcp/servers/{sid}{path}", **kwargs)
         assert r.status_code == 404, (method, path, r.text)
         assert r.headers["content-type"] == "application/problem+json"
-    assert await other_chatee.request("GET", "/mcp/servers") == []
+    assert await other_chatee.mcp_servers() == []
 
     # "***" keeps the stored value; connecting proves the real one is still sent
-    changes = {"name": "renamed", "headers": {"Authorization": "***", "X-Extra": "v"}}
-    renamed = await chatee.request("PUT", f"/mcp/servers/{sid}", json={**body, **changes})
-    assert renamed["name"] == "renamed"
-    assert renamed["headers"] == {"Authorization": "***", "X-Extra": "***"}
-    await connect(chatee, sid)  # the server checks the token
+    renamed = await chatee.update_mcp_server(
+        sid, name="renamed", headers={"Authorization": "***", "X-Extra": "v"}
+    )
+    assert renamed.name == "renamed"
+    assert renamed.headers == {"Authorization": "***", "X-Extra": "***"}
+    await chatee.connect_mcp_server(sid)  # the server checks the token
+    # the list as it came over the wire: no secret anywhere in it
     assert DEMO_TOKEN not in json.dumps(await chatee.request("GET", "/mcp/servers"))
     assert DEMO_TOKEN not in stack.logs()
 
@@ -339,7 +324,7 @@ async def test_registry_crud_is_per_user_and_never_returns_secrets(
     assert deleted.status_code == 204, deleted.text
     for gone in (sid, "not-an-id"):
         with pytest.raises(NotFound) as missing:
-            await chatee.request("GET", f"/mcp/servers/{gone}")
+            await chatee.mcp_server(gone)
         assert missing.value.status == 404
 
 
@@ -370,52 +355,53 @@ async def test_registration_is_validated_and_safety_checked(user: Api) -> None:
 async def test_connect_list_and_call_over_each_transport(
     transport: str, chatee: ChateeClient, demo_http: dict[str, DemoServer]
 ) -> None:
-    sid = (await register(chatee, server_body(transport, demo_http)))["id"]
+    sid = (await chatee.create_mcp_server(**server_body(transport, demo_http))).id
 
-    listed = await server_tools(chatee, sid)  # never fetched: connects first
-    tools = {t["name"]: t for t in listed}
+    listed = await chatee.mcp_tools(sid)  # never fetched: connects first
+    tools = {t.name: t for t in listed}
     assert {"add", "echo", "fail", "slow", "structured"} <= set(tools)
-    assert tools["add"]["input_schema"]["required"] == ["a", "b"]
-    assert tools["echo"]["description"] == "Echo the text back."
+    assert tools["add"].input_schema["required"] == ["a", "b"]
+    assert tools["echo"].description == "Echo the text back."
 
-    connected = await connect(chatee, sid)
-    assert connected["status"] == "connected"
-    assert connected["server_info"]["name"] == "chatee-demo"
-    assert connected["tools_count"] == len(tools)
-    row = await chatee.request("GET", f"/mcp/servers/{sid}")
-    assert row["tools_count"] == len(tools) and row["tools_refreshed_at"]
+    connected = await chatee.connect_mcp_server(sid)
+    assert connected.status == "connected"
+    assert connected.server_info["name"] == "chatee-demo"
+    assert connected.tools_count == len(tools)
+    row = await chatee.mcp_server(sid)
+    assert row.tools_count == len(tools) and row.tools_refreshed_at
 
-    assert await call(chatee, sid, "add", a=2, b=3) == {
+    added = await chatee.call_mcp_tool(sid, "add", {"a": 2, "b": 3})
+    assert added.model_dump() == {  # the whole answer: nothing more, nothing less
         "content": [{"type": "text", "text": "5.0"}],
         "structured_content": {"result": 5.0},
         "is_error": False,
     }
-    failed = await call(chatee, sid, "fail")
-    assert failed["is_error"] is True
-    assert "failed on purpose" in failed["content"][0]["text"]
-    assert (await call(chatee, sid, "structured"))["structured_content"] == {
+    failed = await chatee.call_mcp_tool(sid, "fail")
+    assert failed.is_error is True
+    assert "failed on purpose" in failed.content[0]["text"]
+    assert (await chatee.call_mcp_tool(sid, "structured")).structured_content == {
         "city": "Lisbon", "temperature": 21.5, "conditions": "sunny"
     }  # fmt: skip
-    image = (await call(chatee, sid, "image"))["content"][0]
+    image = (await chatee.call_mcp_tool(sid, "image")).content[0]
     assert image["type"] == "image" and image["bytes"] == 16384
     assert image["data_omitted"] is True and "data" not in image and len(image["sha256"]) == 64
     with pytest.raises(NotFound) as unknown:
-        await call(chatee, sid, "no-such-tool")
+        await chatee.call_mcp_tool(sid, "no-such-tool")
     assert unknown.value.status == 404 and "no-such-tool" in unknown.value.detail
 
 
 async def test_a_hanging_tool_times_out_clearly(
     short_chatee: ChateeClient, demo_http: dict[str, DemoServer]
 ) -> None:
-    sid = (await register(short_chatee, server_body("streamable_http", demo_http)))["id"]
+    sid = (await short_chatee.create_mcp_server(**server_body("streamable_http", demo_http))).id
     started = time.monotonic()
     with pytest.raises(Unavailable) as timed_out:
-        await call(short_chatee, sid, "slow", seconds=30)
+        await short_chatee.call_mcp_tool(sid, "slow", {"seconds": 30})
     assert timed_out.value.status == 504, timed_out.value.body
     assert timed_out.value.body["type"] == "/problems/mcp-timeout"
     assert "did not answer within 2 s" in timed_out.value.detail
     assert time.monotonic() - started < 10
-    assert (await call(short_chatee, sid, "add", a=1, b=1))["is_error"] is False
+    assert (await short_chatee.call_mcp_tool(sid, "add", {"a": 1, "b": 1})).is_error is False
 
 
 async def test_killed_server_gives_a_clear_error_and_the_next_call_reconnects(
@@ -423,11 +409,10 @@ async def test_killed_server_gives_a_clear_error_and_the_next_call_reconnects(
 ) -> None:
     server = DemoServer("streamable-http", tmp_path / "demo.log").start().wait()
     try:
-        body = {"name": "flaky", "transport": "streamable_http", "url": server.url}
-        sid = (await register(short_chatee, body))["id"]
-        assert (await call(short_chatee, sid, "add", a=1, b=2))["is_error"] is False
+        sid = (await short_chatee.create_mcp_server("flaky", "streamable_http", url=server.url)).id
+        assert (await short_chatee.call_mcp_tool(sid, "add", {"a": 1, "b": 2})).is_error is False
 
-        slow = asyncio.create_task(call(short_chatee, sid, "slow", seconds=1.5))
+        slow = asyncio.create_task(short_chatee.call_mcp_tool(sid, "slow", {"seconds": 1.5}))
         await asyncio.sleep(0.7)
         server.kill()
         with pytest.raises(Unavailable) as lost:
@@ -436,22 +421,22 @@ async def test_killed_server_gives_a_clear_error_and_the_next_call_reconnects(
         assert "flaky" in lost.value.detail
 
         with pytest.raises(Unavailable) as down:  # still down
-            await call(short_chatee, sid, "add", a=1, b=2)
+            await short_chatee.call_mcp_tool(sid, "add", {"a": 1, "b": 2})
         assert down.value.status == 502 and "cannot connect" in down.value.detail, down.value
 
         restarted = DemoServer("streamable-http", tmp_path / "demo2.log")
         restarted.port = server.port
         server = restarted.start().wait()
-        answer: Any = None
+        answer: McpToolResult | ApiError | None = None
         for _ in range(21):  # the failed connect above backs off briefly
             try:
-                answer = await call(short_chatee, sid, "add", a=20, b=22)
+                answer = await short_chatee.call_mcp_tool(sid, "add", {"a": 20, "b": 22})
                 break
             except ApiError as refused:
                 answer = refused
                 await asyncio.sleep(0.25)
-        assert isinstance(answer, dict), answer
-        assert answer["structured_content"] == {"result": 42.0}
+        assert isinstance(answer, McpToolResult), answer
+        assert answer.structured_content == {"result": 42.0}
     finally:
         server.kill()
 
@@ -461,59 +446,58 @@ async def test_a_rejected_token_says_http_401(
     transport: str, chatee: ChateeClient, demo_http: dict[str, DemoServer]
 ) -> None:
     body = server_body(transport, demo_http, headers={"Authorization": "Bearer wrong"})
-    sid = (await register(chatee, body))["id"]
+    sid = (await chatee.create_mcp_server(**body)).id
     with pytest.raises(Unavailable) as refused:
-        await connect(chatee, sid)
+        await chatee.connect_mcp_server(sid)
     assert refused.value.status == 502, refused.value.body
     assert "HTTP 401" in refused.value.detail and "wrong" not in refused.value.detail
 
 
 async def test_tools_list_changed_refreshes_the_cache(chatee: ChateeClient) -> None:
-    sid = (await register(chatee, server_body("stdio", {})))["id"]
-    await connect(chatee, sid)
-    assert (await call(chatee, sid, "grow", name="late_tool"))["is_error"] is False
+    sid = (await chatee.create_mcp_server(**server_body("stdio", {}))).id
+    await chatee.connect_mcp_server(sid)
+    assert (await chatee.call_mcp_tool(sid, "grow", {"name": "late_tool"})).is_error is False
     for _ in range(50):  # the server's notification makes the API re-list and store the tools
-        tools = await server_tools(chatee, sid)
-        if "late_tool" in {t["name"] for t in tools}:
+        tools = await chatee.mcp_tools(sid)
+        if "late_tool" in {t.name for t in tools}:
             break
         await asyncio.sleep(0.1)
     else:
         raise AssertionError(f"the tools cache was never refreshed: {tools}")
-    late = await call(chatee, sid, "late_tool")
-    assert late["content"] == [{"type": "text", "text": "late_tool works"}]
+    late = await chatee.call_mcp_tool(sid, "late_tool")
+    assert late.content == [{"type": "text", "text": "late_tool works"}]
 
 
 async def test_crashing_and_silent_stdio_servers_fail_clearly_within_the_timeout(
     short_chatee: ChateeClient,
 ) -> None:
-    crash = {"name": "crash", "transport": "stdio", "command": sys.executable,
-             "args": ["-c", "raise SystemExit(3)"]}  # fmt: skip
-    sid = (await register(short_chatee, crash))["id"]
+    crash = await short_chatee.create_mcp_server(
+        "crash", "stdio", command=sys.executable, args=["-c", "raise SystemExit(3)"]
+    )
     with pytest.raises(Unavailable) as crashed:
-        await connect(short_chatee, sid)
+        await short_chatee.connect_mcp_server(crash.id)
     assert crashed.value.status == 502, crashed.value.body
     assert "the command exited" in crashed.value.detail
 
-    silent = {"name": "silent", "transport": "stdio", "command": sys.executable,
-              "args": ["-c", "import time; time.sleep(60)"]}  # fmt: skip
-    sid = (await register(short_chatee, silent))["id"]
+    silent = await short_chatee.create_mcp_server(
+        "silent", "stdio", command=sys.executable, args=["-c", "import time; time.sleep(60)"]
+    )
     started = time.monotonic()
     with pytest.raises(Unavailable) as mute:
-        await connect(short_chatee, sid)
+        await short_chatee.connect_mcp_server(silent.id)
     assert mute.value.status == 504, mute.value.body
     assert "did not complete the MCP handshake within 3 s" in mute.value.detail
     assert time.monotonic() - started < 8
 
 
 async def test_unreachable_server_is_a_clear_502(chatee: ChateeClient) -> None:
-    body = {"name": "nobody-home", "transport": "streamable_http",
-            "url": f"http://127.0.0.1:{free_port()}/mcp"}  # fmt: skip
-    sid = (await register(chatee, body))["id"]
+    url = f"http://127.0.0.1:{free_port()}/mcp"
+    sid = (await chatee.create_mcp_server("nobody-home", "streamable_http", url=url)).id
     with pytest.raises(Unavailable) as refused:
-        await connect(chatee, sid)
+        await chatee.connect_mcp_server(sid)
     assert refused.value.status == 502, refused.value.body
     assert "cannot connect to MCP server 'nobody-home'" in refused.value.detail
-    assert (await chatee.request("GET", f"/mcp/servers/{sid}"))["status"] == "error"
+    assert (await chatee.mcp_server(sid)).status == "error"
 
 
 # -- the npm reference server ------------------------------------------------------------------
@@ -545,19 +529,20 @@ def everything_server() -> Path:
 async def test_npm_reference_server_over_stdio(
     chatee: ChateeClient, everything_server: Path
 ) -> None:
-    body = {"name": "everything", "transport": "stdio", "command": "node",
-            "args": [str(everything_server), "stdio"]}  # fmt: skip
-    sid = (await register(chatee, body))["id"]
-    connected = await connect(chatee, sid)
-    assert connected["server_info"]["name"] == "mcp-servers/everything"
-    names = {t["name"] for t in await server_tools(chatee, sid)}
+    everything = await chatee.create_mcp_server(
+        "everything", "stdio", command="node", args=[str(everything_server), "stdio"]
+    )
+    sid = everything.id
+    connected = await chatee.connect_mcp_server(sid)
+    assert connected.server_info["name"] == "mcp-servers/everything"
+    names = {t.name for t in await chatee.mcp_tools(sid)}
     assert {"echo", "get-sum", "get-tiny-image"} <= names
 
-    echoed = await call(chatee, sid, "echo", message="hello from chatee")
-    assert echoed["content"] == [{"type": "text", "text": "Echo: hello from chatee"}]
-    summed = await call(chatee, sid, "get-sum", a=2, b=3)
-    assert summed["is_error"] is False
-    assert summed["content"][0]["text"] == "The sum of 2 and 3 is 5."
+    echoed = await chatee.call_mcp_tool(sid, "echo", {"message": "hello from chatee"})
+    assert echoed.content == [{"type": "text", "text": "Echo: hello from chatee"}]
+    summed = await chatee.call_mcp_tool(sid, "get-sum", {"a": 2, "b": 3})
+    assert summed.is_error is False
+    assert summed.content[0]["text"] == "The sum of 2 and 3 is 5."
 
 
 # -- the CallMcpTool activity ------------------------------------------------------------------
@@ -765,10 +750,10 @@ async def test_an_agent_turn_calls_an_mcp_tool_through_the_worker(
     chatee: ChateeClient, llm: LLMServerThread
 ) -> None:
     server = await connected_server(chatee)
-    denied = tool_name(server["name"], "fail")
-    session = await new_session(chatee, mcp_servers=[server["id"]], tool_policy={denied: "deny"})
+    denied = tool_name(server.name, "fail")
+    session = await new_session(chatee, mcp_servers=[server.id], tool_policy={denied: "deny"})
     marker = uuid.uuid4().hex
-    add = tool_name(server["name"], "add")
+    add = tool_name(server.name, "add")
     llm.llm.script(
         marker,
         [
@@ -799,10 +784,10 @@ async def test_an_agent_turn_calls_an_mcp_tool_through_the_worker(
 # -- AG_USE_MCP as a chain step, and tool policies -----------------------------------------------
 
 
-async def connected_server(chatee: ChateeClient) -> dict[str, Any]:
+async def connected_server(chatee: ChateeClient) -> ChateeMcpServer:
     """The stdio demo server, registered and connected (its tools are known)."""
-    server = await register(chatee, server_body("stdio", {}))
-    await connect(chatee, server["id"])
+    server = await chatee.create_mcp_server(**server_body("stdio", {}))
+    await chatee.connect_mcp_server(server.id)
     return server
 
 
@@ -811,7 +796,7 @@ async def test_a_chain_step_calls_a_tool_and_the_model_reads_the_result(
 ) -> None:
     server = await connected_server(chatee)
     chain = [
-        {"type": "AG_USE_MCP", "server_id": server["id"], "tool": "add",
+        {"type": "AG_USE_MCP", "server_id": server.id, "tool": "add",
          "arguments": {"a": 20, "b": 22}},
         "AG_SELF_GEN",
     ]  # fmt: skip
@@ -831,8 +816,8 @@ async def test_approve_policy_asks_a_human_before_the_tool_runs(
     chatee: ChateeClient, llm: LLMServerThread, answer: str, ran: bool
 ) -> None:
     server = await connected_server(chatee)
-    add = tool_name(server["name"], "add")
-    session = await new_session(chatee, mcp_servers=[server["id"]], tool_policy={add: "approve"})
+    add = tool_name(server.name, "add")
+    session = await new_session(chatee, mcp_servers=[server.id], tool_policy={add: "approve"})
     marker = uuid.uuid4().hex
     llm.llm.script(
         marker,

@@ -287,8 +287,7 @@ async def test_errors_come_in_openais_shape(
 async def test_an_api_key_needs_the_chat_scope(stack: Stack, chatee: Client, agent: Agent) -> None:
     keys = {}
     for scopes in (["agents"], ["chat"]):
-        made = await chatee.request("POST", "/api-keys", json={"name": scopes[0], "scopes": scopes})
-        keys[scopes[0]] = made["key"]
+        keys[scopes[0]] = (await chatee.create_api_key(scopes[0], scopes)).key
     hello = [{"role": "user", "content": "with a key"}]
     async with openai.AsyncOpenAI(
         base_url=f"{stack.base}/v1", api_key=keys["agents"], max_retries=0

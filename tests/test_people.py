@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
 
 import httpx
 import pytest
@@ -17,7 +16,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from chatee.bus import stream_key
-from chatee.client import Client, Conversation
+from chatee.client import Client, Conversation, Member
 from tests.messaging_support import sync_all
 from tests.security_support import assert_problem, bearer, ping, ws_url
 from tests.support import Api, Stack, access_token, new_session, stored_messages
@@ -44,9 +43,8 @@ async def group(owner: Client, members: list[str], title: str = "team") -> Conve
     return await owner.create_conversation("group", members, title)
 
 
-async def members(client: Client, conversation_id: str) -> dict[str, dict[str, Any]]:
-    listed = await client.request("GET", f"/conversations/{conversation_id}/members")
-    return {m["id"]: m for m in listed}
+async def members(client: Client, conversation_id: str) -> dict[str, Member]:
+    return {m.id: m for m in await client.members(conversation_id)}
 
 
 # -- /me ------------------------------------------------------------------------------------------
@@ -162,10 +160,10 @@ async def test_deleting_an_account(http: httpx.AsyncClient, stack: Stack) -> Non
     (message,) = (await bob.history(private.id)).items
     assert message.sender_id == alice.user_id and message.content == "hello bob"
     assert message.sender_name == "Deleted user"
-    assert (await members(bob, private.id))[alice.user_id]["name"] == "Deleted user"
+    assert (await members(bob, private.id))[alice.user_id].name == "Deleted user"
     # alice left the group, which is bob's now; her agent went with her
     in_team = await members(bob, team.id)
-    assert set(in_team) == {bob.user_id} and in_team[bob.user_id]["role"] == "owner"
+    assert set(in_team) == {bob.user_id} and in_team[bob.user_id].role == "owner"
     left = [  # and bob's devices learn it through /sync: the group's `member` entries
         i.model_extra["member"]
         for i in (await bob.sync(after=0)).items
@@ -245,14 +243,14 @@ async def test_members_carry_names_and_any_member_sees_the_agents(
     team = await group(alice, [bob.user_id, agent.id])
 
     seen = await members(bob, team.id)  # bob does not own the agent
-    assert {m["id"]: (m["kind"], m["role"], m["name"]) for m in seen.values()} == {
+    assert {m.id: (m.kind, m.role, m.name) for m in seen.values()} == {
         alice.user_id: ("user", "owner", "Alice A"),
         bob.user_id: ("user", "member", "Bob B"),
         agent.id: ("agent", "member", "Sage"),
     }
     r = await Api.of(bob).request("PATCH", "/me", json={"display_name": "Robert"})
     assert r.status_code == 200
-    assert (await members(alice, team.id))[bob.user_id]["name"] == "Robert"
+    assert (await members(alice, team.id))[bob.user_id].name == "Robert"
 
     carol = await register(http, f"carol-{tag()}", display_name="Carol C")
     r = await Api.of(alice).request(

@@ -3,13 +3,10 @@ running the `IngestDocument` workflow, the scripted LLM server for embeddings an
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -43,115 +40,88 @@ async def chunk_rows(db: async_sessionmaker[AsyncSession], doc_id: str) -> list[
         return sorted((o, v) for o, v in rows)
 
 
-async def new_kb(client: Client, name: str = "handbook") -> dict[str, Any]:
-    return await client.request("POST", "/knowledge-bases", json={"name": name})
-
-
-async def upload(
-    client: Client, kb_id: str, name: str, data: bytes, doc_id: str | None = None
-) -> dict[str, Any]:
-    path = f"/knowledge-bases/{kb_id}/documents" + (f"/{doc_id}" if doc_id else "")
-    return await client.request("PUT" if doc_id else "POST", path, files={"file": (name, data)})
-
-
-async def settled(client: Client, kb_id: str, doc_id: str, within: float = 60) -> dict[str, Any]:
-    """Poll the document until its ingestion ends (ready or failed)."""
-    deadline = time.monotonic() + within
-    while True:
-        doc = await client.request("GET", f"/knowledge-bases/{kb_id}/documents/{doc_id}")
-        if doc["status"] in ("ready", "failed") or time.monotonic() > deadline:
-            return doc
-        await asyncio.sleep(0.2)
-
-
-async def search(client: Client, kb_id: str, query: str, **extra: Any) -> list[dict[str, Any]]:
-    body = {"query": query, **extra}
-    return (await client.request("POST", f"/knowledge-bases/{kb_id}/search", json=body))["items"]
-
-
 async def test_upload_search_reupload_delete(
     chatee: Client, db: async_sessionmaker[AsyncSession]
 ) -> None:
-    kb = await new_kb(chatee)
-    doc = await upload(chatee, kb["id"], "lighthouse.md", (CORPUS / "lighthouse.md").read_bytes())
-    assert doc["status"] == "pending" and doc["media_type"] == "text/markdown"
-    doc = await settled(chatee, kb["id"], doc["id"])
-    assert doc["status"] == "ready", doc
-    total = doc["progress"]["chunks_total"]
-    assert total > 0 and doc["progress"]["chunks_embedded"] == total
+    kb = await chatee.create_knowledge_base("handbook")
+    lighthouse = (CORPUS / "lighthouse.md").read_bytes()
+    doc = await chatee.upload_document(kb.id, "lighthouse.md", lighthouse)
+    assert doc.status == "pending" and doc.media_type == "text/markdown"
+    doc = await chatee.wait_for_document(kb.id, doc.id)
+    assert doc.status == "ready", doc
+    total = doc.progress.chunks_total
+    assert total > 0 and doc.progress.chunks_embedded == total
 
-    hits = await search(chatee, kb["id"], "Where does the keeper store the paraffin?")
-    assert "oil house" in hits[0]["text"] and hits[0]["document_name"] == "lighthouse.md"
+    hits = await chatee.search_knowledge(kb.id, "Where does the keeper store the paraffin?")
+    assert "oil house" in hits[0].text and hits[0].document_name == "lighthouse.md"
     source = (CORPUS / "lighthouse.md").read_text()
-    assert source[hits[0]["start"] : hits[0]["end"]] == hits[0]["text"]  # offsets into the file
+    assert source[hits[0].start : hits[0].end] == hits[0].text  # offsets into the file
 
     # re-upload: the new version replaces every chunk of the old one
     marker = uuid.uuid4().hex[:12]
     new_text = f"# Grey Point, rebuilt\n\nThe tower now has an LED lamp, code {marker}.\n"
-    doc2 = await upload(chatee, kb["id"], "lighthouse.md", new_text.encode(), doc["id"])
-    assert doc2["version"] == 2
-    doc2 = await settled(chatee, kb["id"], doc["id"])
-    assert doc2["status"] == "ready", doc2
-    assert [h["text"] for h in await search(chatee, kb["id"], f"LED lamp {marker}")][0].endswith(
-        f"code {marker}."
-    )
-    assert not [h for h in await search(chatee, kb["id"], "paraffin oil house") if h["score"] > 0]
-    rows = await chunk_rows(db, doc["id"])
-    assert rows == [(i, 2) for i in range(doc2["progress"]["chunks_total"])]
+    doc2 = await chatee.replace_document(kb.id, doc.id, "lighthouse.md", new_text.encode())
+    assert doc2.version == 2
+    doc2 = await chatee.wait_for_document(kb.id, doc.id)
+    assert doc2.status == "ready", doc2
+    led = await chatee.search_knowledge(kb.id, f"LED lamp {marker}")
+    assert [h.text for h in led][0].endswith(f"code {marker}.")
+    old = await chatee.search_knowledge(kb.id, "paraffin oil house")
+    assert not [h for h in old if h.score > 0]
+    rows = await chunk_rows(db, doc.id)
+    assert rows == [(i, 2) for i in range(doc2.progress.chunks_total)]
 
-    kb_path = f"/knowledge-bases/{kb['id']}"
-    listed = await chatee.request("GET", f"{kb_path}/documents")
-    assert [d["id"] for d in listed["items"]] == [doc["id"]]
-    assert (await chatee.request("GET", kb_path))["documents"] == 1
+    assert [d.id for d in await chatee.documents(kb.id)] == [doc.id]
+    assert (await chatee.knowledge_base(kb.id)).documents == 1
 
-    doc_path = f"{kb_path}/documents/{doc['id']}"
+    doc_path = f"/knowledge-bases/{kb.id}/documents/{doc.id}"
     assert (await Api.of(chatee).request("DELETE", doc_path)).status_code == 204
-    assert await chunk_rows(db, doc["id"]) == []
-    assert await search(chatee, kb["id"], f"LED lamp {marker}") == []
+    assert await chunk_rows(db, doc.id) == []
+    assert await chatee.search_knowledge(kb.id, f"LED lamp {marker}") == []
     with pytest.raises(NotFound):
-        await chatee.request("GET", doc_path)
+        await chatee.document(kb.id, doc.id)
 
 
 async def test_a_failed_document_is_retried_without_duplicates(
     chatee: Client, llm: LLMServerThread, db: async_sessionmaker[AsyncSession]
 ) -> None:
-    kb = await new_kb(chatee)
-    broken = await upload(chatee, kb["id"], "broken.pdf", b"%PDF-1.4\nnot a pdf at all")
-    broken = await settled(chatee, kb["id"], broken["id"])
-    assert broken["status"] == "failed" and "cannot be read" in broken["error"]
-    assert await chunk_rows(db, broken["id"]) == []
+    kb = await chatee.create_knowledge_base("handbook")
+    broken = await chatee.upload_document(kb.id, "broken.pdf", b"%PDF-1.4\nnot a pdf at all")
+    broken = await chatee.wait_for_document(kb.id, broken.id)
+    assert broken.status == "failed" and "cannot be read" in (broken.error or ""), broken
+    assert await chunk_rows(db, broken.id) == []
 
     # the embeddings provider refuses the first request for this document
     marker = uuid.uuid4().hex
     llm.llm.fail_embeddings(marker, times=1, status=400)
     text = "\n\n".join(f"Paragraph {i} about {marker} and the tide tables." for i in range(40))
-    doc = await upload(chatee, kb["id"], "tides.txt", text.encode())
-    doc = await settled(chatee, kb["id"], doc["id"])
-    assert doc["status"] == "failed" and "rejected" in doc["error"], doc
-    assert await chunk_rows(db, doc["id"]) == []
+    doc = await chatee.upload_document(kb.id, "tides.txt", text.encode())
+    doc = await chatee.wait_for_document(kb.id, doc.id)
+    assert doc.status == "failed" and "rejected" in (doc.error or ""), doc
+    assert await chunk_rows(db, doc.id) == []
 
-    retry = f"/knowledge-bases/{kb['id']}/documents/{doc['id']}/retry"
+    retry = f"/knowledge-bases/{kb.id}/documents/{doc.id}/retry"
     r = await Api.of(chatee).request("POST", retry)
     assert r.status_code == 202 and r.json()["status"] == "pending"
-    doc = await settled(chatee, kb["id"], doc["id"])
-    assert doc["status"] == "ready" and doc["error"] is None
-    total = doc["progress"]["chunks_total"]
-    assert total > 1 and doc["progress"]["chunks_embedded"] == total
-    assert await chunk_rows(db, doc["id"]) == [(i, 1) for i in range(total)]
-    assert marker in (await search(chatee, kb["id"], f"{marker} tide"))[0]["text"]
+    doc = await chatee.wait_for_document(kb.id, doc.id)
+    assert doc.status == "ready" and doc.error is None
+    total = doc.progress.chunks_total
+    assert total > 1 and doc.progress.chunks_embedded == total
+    assert await chunk_rows(db, doc.id) == [(i, 1) for i in range(total)]
+    assert marker in (await chatee.search_knowledge(kb.id, f"{marker} tide"))[0].text
 
     # a provider hiccup (500) is retried by Temporal: the document gets ready by itself, and
     # the batch that failed is embedded once
     hiccup = uuid.uuid4().hex
     llm.llm.fail_embeddings(hiccup, times=1, status=500)
     text = "\n\n".join(f"Paragraph {i} about {hiccup} and the harbour." for i in range(40))
-    flaky = await upload(chatee, kb["id"], "harbour.txt", text.encode())
-    flaky = await settled(chatee, kb["id"], flaky["id"])
-    assert flaky["status"] == "ready", flaky
+    flaky = await chatee.upload_document(kb.id, "harbour.txt", text.encode())
+    flaky = await chatee.wait_for_document(kb.id, flaky.id)
+    assert flaky.status == "ready", flaky
     assert llm.llm.embedding_failure([hiccup]) is None  # the armed failure was used
-    total = flaky["progress"]["chunks_total"]
-    assert flaky["progress"]["chunks_embedded"] == total
-    assert await chunk_rows(db, flaky["id"]) == [(i, 1) for i in range(total)]
+    total = flaky.progress.chunks_total
+    assert flaky.progress.chunks_embedded == total
+    assert await chunk_rows(db, flaky.id) == [(i, 1) for i in range(total)]
 
     # only a failed document can be retried
     r = await Api.of(chatee).request("POST", retry)
@@ -159,8 +129,8 @@ async def test_a_failed_document_is_retried_without_duplicates(
 
 
 async def test_bad_uploads_are_problems(chatee: Client) -> None:
-    kb = await new_kb(chatee)
-    path = f"/knowledge-bases/{kb['id']}/documents"
+    kb = await chatee.create_knowledge_base("handbook")
+    path = f"/knowledge-bases/{kb.id}/documents"
     api = Api.of(chatee)
     r = await api.request("POST", path, files={"file": ("photo.png", b"\x89PNG", "image/png")})
     assert r.status_code == 415 and r.headers["content-type"] == PROBLEM
@@ -168,17 +138,17 @@ async def test_bad_uploads_are_problems(chatee: Client) -> None:
     assert r.status_code == 422 and r.headers["content-type"] == PROBLEM
     r = await api.request("POST", path, json={"file": "not multipart"})
     assert r.status_code == 422 and r.headers["content-type"] == PROBLEM
-    assert await chatee.request("GET", path) == {"items": []}
+    assert await chatee.documents(kb.id) == []
 
 
 async def test_documents_may_be_larger_than_other_requests(chatee: Client) -> None:
     """Uploads have their own limit (limits.max_upload_bytes, 10 MiB) above the 1 MiB default."""
-    kb = await new_kb(chatee)
+    kb = await chatee.create_knowledge_base("handbook")
     big = ("The harbour light turns every night. " * 32_000).encode()  # ~1.2 MiB
-    doc = await upload(chatee, kb["id"], "harbour.txt", big)
-    assert doc["name"] == "harbour.txt"
-    path = f"/knowledge-bases/{kb['id']}/documents"
-    assert (await Api.of(chatee).request("DELETE", f"{path}/{doc['id']}")).status_code == 204
+    doc = await chatee.upload_document(kb.id, "harbour.txt", big)
+    assert doc.name == "harbour.txt"
+    path = f"/knowledge-bases/{kb.id}/documents"
+    assert (await Api.of(chatee).request("DELETE", f"{path}/{doc.id}")).status_code == 204
     too_big = b"x" * (10 * 1024 * 1024 + 1)
     r = await Api.of(chatee).request("POST", path, files={"file": ("huge.txt", too_big)})
     assert r.status_code == 413 and r.headers["content-type"] == PROBLEM
@@ -190,15 +160,14 @@ async def test_documents_may_be_larger_than_other_requests(chatee: Client) -> No
 async def test_agent_turn_cites_its_knowledge_base(
     chatee: Client, llm: LLMServerThread, db: async_sessionmaker[AsyncSession]
 ) -> None:
-    kb = await new_kb(chatee, "bees")
+    kb = await chatee.create_knowledge_base("bees")
     html = (CORPUS / "beekeeping.html").read_bytes()
-    doc = await upload(chatee, kb["id"], "beekeeping.html", html)
-    assert (await settled(chatee, kb["id"], doc["id"]))["status"] == "ready"
+    doc = await chatee.upload_document(kb.id, "beekeeping.html", html)
+    assert (await chatee.wait_for_document(kb.id, doc.id)).status == "ready"
     agent = await new_agent(chatee, chain=["AG_RAG", "AG_SELF_GEN"])
-    kbs = f"/agents/{agent.id}/knowledge-bases"
-    attached = await chatee.request("PUT", kbs, json={"knowledge_base_ids": [kb["id"]]})
-    assert attached["knowledge_base_ids"] == [kb["id"]]
-    assert (await chatee.request("GET", kbs))["knowledge_base_ids"] == [kb["id"]]
+    attached = await chatee.set_agent_knowledge_bases(agent.id, [kb.id])
+    assert attached.knowledge_base_ids == [kb.id]
+    assert (await chatee.agent_knowledge_bases(agent.id)).knowledge_base_ids == [kb.id]
     session = await chatee.create_session(agent.id)
 
     marker = uuid.uuid4().hex
@@ -206,7 +175,7 @@ async def test_agent_turn_cites_its_knowledge_base(
     rag = next(e for e in events if isinstance(e, StepCompleted))
     assert rag.action == "AG_RAG"
     first = rag.citations[0]
-    assert first["document_id"] == doc["id"] and first["document_name"] == "beekeeping.html"
+    assert first["document_id"] == doc.id and first["document_name"] == "beekeeping.html"
     assert first["chunk_id"] and first["end"] > first["start"] >= 0 and first["score"] > 0
     assert isinstance(events[-1], TurnCompleted)
 
@@ -238,15 +207,15 @@ async def test_memory_api_is_what_the_agent_remembers(chatee: Client, llm: LLMSe
     )
     assert r.status_code == 201
     # writing a key again replaces its value
-    again = await chatee.request("POST", base, json={"key": "name", "value": "Ada Lovelace"})
-    assert again["id"] == mine["id"] and again["value"] == "Ada Lovelace"
+    again = await chatee.add_agent_memory(agent.id, "name", "Ada Lovelace")
+    assert again.id == mine["id"] and again.value == "Ada Lovelace"
 
-    items = (await chatee.request("GET", base))["items"]
-    assert {(i["key"], i["value"], i["scope"]) for i in items} == {
+    items = await chatee.agent_memory(agent.id)
+    assert {(i.key, i.value, i.scope) for i in items} == {
         ("house_rule", "answer in French", "agent"),
         ("name", "Ada Lovelace", "user"),
     }
-    assert [i["key"] for i in (await chatee.request("GET", "/memory"))["items"]] == ["name"]
+    assert [i.key for i in await chatee.my_memory()] == ["name"]
 
     session = await chatee.create_session(agent.id)
     marker = uuid.uuid4().hex
@@ -257,18 +226,18 @@ async def test_memory_api_is_what_the_agent_remembers(chatee: Client, llm: LLMSe
 
     r = await api.request("DELETE", f"/memory/{mine['id']}")
     assert r.status_code == 204
-    assert [i["key"] for i in (await chatee.request("GET", base))["items"]] == ["house_rule"]
+    assert [i.key for i in await chatee.agent_memory(agent.id)] == ["house_rule"]
     r = await api.request("DELETE", f"{base}/{mine['id']}")
     assert r.status_code == 404 and r.headers["content-type"] == PROBLEM
 
 
 async def test_other_users_resources_are_404(chatee: Client, other_chatee: Client) -> None:
-    kb = await new_kb(chatee)
-    doc = await upload(chatee, kb["id"], "chess.md", (CORPUS / "chess.md").read_bytes())
+    kb = await chatee.create_knowledge_base("handbook")
+    doc = await chatee.upload_document(kb.id, "chess.md", (CORPUS / "chess.md").read_bytes())
     agent = await new_agent(chatee)
     memory = f"/agents/{agent.id}/memory"
-    entry = await chatee.request("POST", memory, json={"key": "k", "value": "v"})
-    k, d = kb["id"], doc["id"]
+    entry = await chatee.add_agent_memory(agent.id, "k", "v")
+    k, d = kb.id, doc.id
     attempts = [
         ("GET", f"/knowledge-bases/{k}", None),
         ("DELETE", f"/knowledge-bases/{k}", None),
@@ -279,8 +248,8 @@ async def test_other_users_resources_are_404(chatee: Client, other_chatee: Clien
         ("POST", f"/knowledge-bases/{k}/search", {"query": "chess"}),
         ("GET", f"/agents/{agent.id}/knowledge-bases", None),
         ("GET", memory, None),
-        ("DELETE", f"{memory}/{entry['id']}", None),
-        ("DELETE", f"/memory/{entry['id']}", None),
+        ("DELETE", f"{memory}/{entry.id}", None),
+        ("DELETE", f"/memory/{entry.id}", None),
         ("GET", "/knowledge-bases/not-a-number", None),
     ]
     other = Api.of(other_chatee)
@@ -289,20 +258,16 @@ async def test_other_users_resources_are_404(chatee: Client, other_chatee: Clien
         assert r.status_code == 404, (method, path, r.text)
         assert r.headers["content-type"] == PROBLEM
     with pytest.raises(NotFound):
-        await other_chatee.request(
-            "POST", f"/knowledge-bases/{k}/documents", files={"file": ("x.txt", b"x")}
-        )
+        await other_chatee.upload_document(k, "x.txt", b"x")
     # nor can anyone attach a knowledge base that is not theirs
     theirs = await new_agent(other_chatee)
     with pytest.raises(NotFound):
-        await other_chatee.request(
-            "PUT", f"/agents/{theirs.id}/knowledge-bases", json={"knowledge_base_ids": [k]}
-        )
-    assert await other_chatee.request("GET", "/knowledge-bases") == []
-    assert await other_chatee.request("GET", "/memory") == {"items": []}
+        await other_chatee.set_agent_knowledge_bases(theirs.id, [k])
+    assert await other_chatee.knowledge_bases() == []
+    assert await other_chatee.my_memory() == []
     # everything is still there for its owner
-    assert (await chatee.request("GET", f"/knowledge-bases/{k}/documents/{d}"))["id"] == d
-    await settled(chatee, k, d)
+    assert (await chatee.document(k, d)).id == d
+    await chatee.wait_for_document(k, d)
     assert (await Api.of(chatee).request("DELETE", f"/knowledge-bases/{k}")).status_code == 204
     with pytest.raises(NotFound):
-        await chatee.request("GET", f"/knowledge-bases/{k}")
+        await chatee.knowledge_base(k)

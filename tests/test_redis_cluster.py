@@ -214,8 +214,7 @@ async def test_group_chat_across_two_apis_on_a_cluster(
                 "helper", system_prompt="You are helpful.", model="scripted"
             )
             chat = await alice.create_conversation("group", [bob.user_id], title="team")
-            members = {"members": [agent.id]}
-            await alice.request("POST", f"/conversations/{chat.id}/members", json=members)
+            await alice.add_members(chat.id, [agent.id])
             alice_ws = await WsClient(cluster_stack.base, access_token(alice)).connect(after=0)
             bob_ws = await WsClient(other.base, access_token(bob)).connect(after=0)
             try:

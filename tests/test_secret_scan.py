@@ -103,27 +103,24 @@ async def test_no_secret_in_any_log_or_response(
             "url": demo_server,
             "headers": {"Authorization": f"Bearer {MCP_SECRET}"},
         }
-        server = await chatee.request("POST", "/mcp/servers", json=body)
-        assert server["headers"] == {"Authorization": "***"}
-        path = f"/mcp/servers/{server['id']}"
-        assert (await chatee.request("GET", path))["headers"] == {"Authorization": "***"}
-        await chatee.request("POST", f"{path}/connect")
-        called = await chatee.request(
-            "POST", f"{path}/tools/echo/call", json={"arguments": {"text": "hi"}}
-        )
-        assert called["is_error"] is False, called
+        server = await chatee.create_mcp_server(**body)
+        assert server.headers == {"Authorization": "***"}
+        assert (await chatee.mcp_server(server.id)).headers == {"Authorization": "***"}
+        await chatee.connect_mcp_server(server.id)
+        called = await chatee.call_mcp_tool(server.id, "echo", {"text": "hi"})
+        assert called.is_error is False, called
         # a server that refuses our header: its error must not quote the header back
         wrong = {
             **body,
             "name": "scan-wrong",
             "headers": {"Authorization": f"Bearer x{MCP_SECRET}"},
         }
-        refusing = await chatee.request("POST", "/mcp/servers", json=wrong)
+        refusing = await chatee.create_mcp_server(**wrong)
         with pytest.raises(ApiError):
-            await chatee.request("POST", f"/mcp/servers/{refusing['id']}/connect")
+            await chatee.connect_mcp_server(refusing.id)
 
         # an agent turn that calls the tool through the worker, and one whose LLM call fails
-        session = await new_session(chatee, mcp_servers=[server["id"]])
+        session = await new_session(chatee, mcp_servers=[server.id])
         marker, failing = uuid.uuid4().hex, uuid.uuid4().hex
         key = stack_env["CHATEE_LLM_OPENAI_API_KEY"]
         llm.llm.script(
