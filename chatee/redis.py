@@ -138,11 +138,8 @@ class Subscriptions:
 
     async def add(self, channel: str) -> None:
         self.holders[channel] = self.holders.get(channel, 0) + 1
-        first = self.holders[channel] == 1
-        if first:
-            self.confirmed[channel] = asyncio.Event()
-        confirmed = self.confirmed[channel]
-        if first:
+        confirmed = self.confirmed.setdefault(channel, asyncio.Event())
+        if self.holders[channel] == 1:
             async with self._commands:
                 if self._pubsub is not None and channel in self.holders:
                     with contextlib.suppress(Exception):  # a failure is the read loop's to mend
