@@ -24,6 +24,7 @@ __all__ = [
     "PASSWORD",
     "access_token",
     "completes",
+    "event_names",
     "follow_until",
     "killable_turn",
     "new_agent",
@@ -87,6 +88,10 @@ async def follow_until(
         if done(event):
             break
     return events
+
+
+def event_names(events: list[TurnEvent]) -> list[str]:
+    return [e.event for e in events]
 
 
 def completes(turn_id: str) -> Callable[[TurnEvent], bool]:

@@ -24,11 +24,7 @@ from chatee.client import (
     TurnFailed,
 )
 from chatee.devtools.llm_server import LLMServerThread
-from tests.support import follow_until, new_session, stored_messages, turn_events
-
-
-def names(events: list[TurnEvent]) -> list[str]:
-    return [e.event for e in events]
+from tests.support import event_names, follow_until, new_session, stored_messages, turn_events
 
 
 def requests_for(llm: LLMServerThread, marker: str) -> list[dict[str, Any]]:
@@ -50,7 +46,8 @@ async def test_accept_replies_without_a_model(chatee: Client, llm: LLMServerThre
     session = await new_session(chatee, chain=[{"type": "AG_ACCEPT", "text": "Got it, thanks!"}])
     marker = uuid.uuid4().hex
     events = await turn_events(chatee, session.id, f"hello {marker}")
-    assert names(events) == ["turn.started", "step.started", "step.completed", "turn.completed"]
+    expected = ["turn.started", "step.started", "step.completed", "turn.completed"]
+    assert event_names(events) == expected
     assert isinstance(events[-1], TurnCompleted)
     assert events[-1].content == "Got it, thanks!"
     assert requests_for(llm, marker) == []
@@ -240,7 +237,7 @@ async def test_cancel_stops_a_streaming_turn_without_a_half_stored_reply(
     assert (await chatee.cancel(session.id)).id == session.id  # accepted
     events = await asyncio.wait_for(turn, 30)
     assert failed_as(events[-1], "cancelled")
-    assert 0 < names(events).count("message.delta") < 50
+    assert 0 < event_names(events).count("message.delta") < 50
     await asyncio.sleep(1)
     assert [m.role for m in await stored_messages(chatee, session.id)] == ["user"]
     state = await state_of(chatee, session.id)

@@ -4,17 +4,17 @@ JSON, `errors` on every 422, and tool calls that stay visible in a session's his
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
 from typing import Any
 
 import httpx
+from websockets.asyncio.client import connect
 
-from chatee.client import Client, Frame, TurnCompleted
+from chatee.client import Client, TurnCompleted
 from chatee.devtools.llm_server import LLMServerThread
-from tests.security_support import assert_problem
-from tests.support import Api, new_session, stored_messages, turn_events
+from tests.security_support import assert_problem, ping, ws_url
+from tests.support import Api, Stack, access_token, new_session, stored_messages, turn_events
 
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -34,24 +34,8 @@ def timestamps(value: Any, found: list[str] | None = None) -> list[str]:
     return found
 
 
-async def seen_online(client: Client) -> None:
-    """`client` on the WebSocket until the server has answered a ping, then off again."""
-    live = client.live()
-
-    async def pong() -> None:
-        async for item in live:
-            if isinstance(item, Frame) and item.type == "pong" and item.data.get("ref") == "p":
-                return
-
-    answered = asyncio.create_task(pong())
-    await asyncio.wait_for(live.connected.wait(), 10)
-    await live.send({"type": "ping", "ref": "p"})
-    await asyncio.wait_for(answered, 10)
-    await live.close()
-
-
 async def test_one_timestamp_format_on_every_rest_route(
-    chatee: Client, other_chatee: Client
+    stack: Stack, chatee: Client, other_chatee: Client
 ) -> None:
     session = await new_session(chatee)
     events = await turn_events(chatee, session.id, "hi")
@@ -59,7 +43,8 @@ async def test_one_timestamp_format_on_every_rest_route(
     await chatee.create_api_key("k", ["chat"])
     assert other_chatee.user_id is not None
     await chatee.create_conversation("group", [other_chatee.user_id])
-    await seen_online(other_chatee)  # presence has a last_seen
+    async with connect(ws_url(stack, access_token(other_chatee)), open_timeout=10) as socket_:
+        await ping(socket_)  # other_chatee is online: presence has a last_seen
 
     reads = [
         "/me",

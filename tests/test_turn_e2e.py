@@ -15,15 +15,10 @@ from chatee.client import (
     MessageDelta,
     StepRetry,
     TurnCompleted,
-    TurnEvent,
     TurnFailed,
 )
 from chatee.devtools.llm_server import LLMServerThread
-from tests.support import follow_until, new_session, stored_messages, turn_events
-
-
-def names(events: list[TurnEvent]) -> list[str]:
-    return [e.event for e in events]
+from tests.support import event_names, follow_until, new_session, stored_messages, turn_events
 
 
 async def test_chat_stream_streams_a_turn_and_stores_both_messages(
@@ -38,7 +33,7 @@ async def test_chat_stream_streams_a_turn_and_stores_both_messages(
     turn = chatee.stream_turn(session.id, f"hello {marker}")
     events = [e async for e in turn]
 
-    assert names(events)[0] == "turn.started"
+    assert event_names(events)[0] == "turn.started"
     assert [e.text for e in events if isinstance(e, MessageDelta)] == ["Ahoy", ", ", "matey", "!"]
     assert turn.text == "Ahoy, matey!"
     assert all(e.turn_id == turn.turn_id for e in events)
@@ -90,7 +85,7 @@ async def test_live_events_reach_a_listener_opened_before_the_send(chatee: Clien
     await asyncio.sleep(0.5)
     accepted = await chatee.send(session.id, "hi")
     events = await asyncio.wait_for(listener, 30)
-    assert names(events)[0] == "turn.started"
+    assert event_names(events)[0] == "turn.started"
     assert isinstance(events[-1], TurnCompleted)
     assert events[-1].turn_id == accepted.turn_id
     assert events[-1].content == "echo: hi"
@@ -162,7 +157,7 @@ async def test_transient_provider_error_is_retried_with_step_retry(
     )
     turn = chatee.stream_turn(session.id, marker)
     events = [e async for e in turn]
-    seen = names(events)
+    seen = event_names(events)
     assert isinstance(turn.final, TurnCompleted)
     retry = next(e for e in events if isinstance(e, StepRetry))
     assert seen.index("step.retry") > seen.index("message.delta")  # partial text came first
