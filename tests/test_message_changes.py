@@ -278,6 +278,8 @@ async def test_sender_name_on_every_surface_and_for_a_deleted_user(
     chat = await _group(people)
     socket = await Socket(api.base, carol.token).connect()
     try:
+        # answered once the socket is attached: without `after`, it hears what comes after that
+        await socket.request({"type": "ping"})
         sent = await send(bob, chat, "named")
         assert sent["sender_name"].startswith("Bob")
         frame = await socket.wait_for(lambda f: f.get("type") == "message.new")
